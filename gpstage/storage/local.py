@@ -1,0 +1,175 @@
+"""Trees on this machine's file system (``file`` and ``nfs``): listing, atomic writes, metadata.
+
+Local files keep their own modes and mtimes, so no manifest is written here. Writes land under a
+reserved temporary name in the target directory and are renamed into place, so a reader (or a crash)
+never sees a half-written file under its real name. Temp names carry the writer's pid: leftovers of a
+dead writer are removed by the next sync that lists the directory.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import shutil
+import stat
+
+from gpstage.errors import BadInput, StorageError, UnsafePath
+from gpstage.storage.tree import TEMP_PREFIX, Entry, Tree, is_reserved
+
+
+def temp_name(path: str) -> str:
+    head, name = os.path.split(path)
+    return os.path.join(head, f"{TEMP_PREFIX}{os.getpid()}.{secrets.token_hex(4)}.{name}"[:255])
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _stale_temp(name: str) -> bool:
+    """A temp file whose writer (same machine) is gone."""
+    try:
+        pid = int(name[len(TEMP_PREFIX):].split(".", 1)[0])
+    except ValueError:
+        return False
+    return pid != os.getpid() and not _pid_alive(pid)
+
+
+def _within(path: str, root: str) -> bool:
+    return path == root or path.startswith(root.rstrip("/") + "/")
+
+
+class LocalTree:
+    """A directory tree at ``root`` on this machine."""
+
+    def __init__(self, root: str) -> None:
+        self.root = os.path.abspath(root)
+
+    def exists(self) -> bool:
+        return os.path.isdir(self.root)
+
+    def list(self) -> Tree:
+        """Walk the tree following symlinks that stay inside it; refuse those that escape it or loop."""
+        tree = Tree()
+        if not os.path.exists(self.root):
+            return tree
+        if not os.path.isdir(self.root):
+            raise BadInput(f"{self.root} is not a directory", "sync works on directories; give the directory that holds the file")
+        real_root = os.path.realpath(self.root)
+        self._walk(self.root, "", real_root, {real_root}, tree)
+        return tree
+
+    def _walk(self, path: str, rel: str, real_root: str, ancestors: set[str], tree: Tree) -> None:
+        try:
+            entries = list(os.scandir(path))
+        except PermissionError as err:
+            raise StorageError(f"cannot read directory {path}: {err.strerror}", "fix its permissions") from None
+        for de in entries:
+            name = de.name
+            if is_reserved(name):
+                if name.startswith(TEMP_PREFIX) and _stale_temp(name):
+                    _unlink_quietly(de.path)
+                continue
+            child_rel = f"{rel}/{name}" if rel else name
+            target = de.path
+            if de.is_symlink():
+                target = os.path.realpath(de.path)
+                if not _within(target, real_root):
+                    raise UnsafePath(
+                        f"symlink {de.path} points outside the tree {self.root} (to {target})",
+                        "replace it with a copy of the file, or sync the directory that contains both",
+                    )
+                if not os.path.exists(target):
+                    raise StorageError(f"symlink {de.path} is broken (target {target} does not exist)", "remove or fix it")
+            try:
+                st = os.stat(target)
+            except FileNotFoundError:
+                continue  # removed while we listed
+            if stat.S_ISDIR(st.st_mode):
+                real = os.path.realpath(target)
+                if real in ancestors:
+                    raise UnsafePath(f"symlink loop at {de.path}", "remove the link that points to its own ancestor")
+                tree.dirs[child_rel] = stat.S_IMODE(st.st_mode)
+                self._walk(target, child_rel, real_root, ancestors | {real}, tree)
+            elif stat.S_ISREG(st.st_mode):
+                tree.files[child_rel] = Entry(size=st.st_size, mtime_ns=st.st_mtime_ns, mode=stat.S_IMODE(st.st_mode), path=target)
+
+    # ---- writes ---------------------------------------------------------------------------
+    def path_of(self, rel: str) -> str:
+        return os.path.join(self.root, *rel.split("/"))
+
+    def make_dirs(self, rel: str, mode: int | None = None) -> None:
+        p = self.path_of(rel) if rel else self.root
+        os.makedirs(p, exist_ok=True)
+        if mode is not None:
+            os.chmod(p, mode | stat.S_IRWXU)  # keep the owner able to write into it while syncing
+
+    def prepare(self, rel: str) -> tuple[str, str]:
+        """Create the parent dir of ``rel`` and return (final path, temp path) for an atomic write."""
+        final = self.path_of(rel)
+        os.makedirs(os.path.dirname(final), exist_ok=True)
+        if os.path.isdir(final) and not os.path.islink(final):
+            raise StorageError(f"cannot write file {final}: a directory of that name exists", "remove it or sync with --delete")
+        return final, temp_name(final)
+
+    @staticmethod
+    def commit(tmp: str, final: str, expected_size: int, mode: int | None, mtime_ns: int | None) -> None:
+        """Verify ``tmp``, give it its metadata, rename it to ``final``; remove ``tmp`` on any failure."""
+        try:
+            size = os.path.getsize(tmp)
+            if size != expected_size:
+                raise StorageError(f"size mismatch writing {final}: got {size} bytes, expected {expected_size}", "retry the sync")
+            if mode is not None:
+                os.chmod(tmp, mode)
+            elif os.path.exists(final):
+                os.chmod(tmp, stat.S_IMODE(os.stat(final).st_mode))  # unknown mode: keep the file's current one
+            if mtime_ns is not None:
+                os.utime(tmp, ns=(mtime_ns, mtime_ns))
+            os.replace(tmp, final)
+        except BaseException:
+            _unlink_quietly(tmp)
+            raise
+
+    def copy_in(self, src: str, rel: str, entry: Entry) -> None:
+        """Copy local file ``src`` to ``rel`` atomically, keeping mode and mtime."""
+        final, tmp = self.prepare(rel)
+        try:
+            shutil.copyfile(src, tmp)
+        except BaseException:
+            _unlink_quietly(tmp)
+            raise
+        self.commit(tmp, final, entry.size, entry.mode, entry.mtime_ns)
+
+    def set_meta(self, rel: str, mode: int | None, mtime_ns: int | None) -> None:
+        p = self.path_of(rel)
+        if mode is not None:
+            os.chmod(p, mode)
+        if mtime_ns is not None:
+            os.utime(p, ns=(mtime_ns, mtime_ns))
+
+    def remove(self, rel: str) -> None:
+        _unlink_quietly(self.path_of(rel))
+
+    def remove_empty_dirs(self, rels: list[str]) -> int:
+        """Remove dirs deepest first if empty; return how many went."""
+        removed = 0
+        for rel in sorted(rels, key=lambda r: r.count("/"), reverse=True):
+            try:
+                os.rmdir(self.path_of(rel))
+                removed += 1
+            except OSError:
+                pass  # not empty (excluded files) or already gone
+        return removed
+
+
+def _unlink_quietly(path: str) -> None:
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass

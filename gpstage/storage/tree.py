@@ -1,0 +1,86 @@
+"""What a listing returns, and the rules every listing obeys: safe keys, excludes, reserved names.
+
+A tree is keyed by relative path with "/" separators. Names gpstage itself uses on storage (the
+manifest, in-flight temporary files) are reserved: they are never data, so they never appear in a
+listing, a transfer or a deletion.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+
+from gpstage.errors import UnsafePath
+
+MANIFEST_NAME = ".gpstage-manifest.json"
+TEMP_PREFIX = ".gpstage-tmp."  # downloads land as .gpstage-tmp.<pid>.<random>.<name>, then are renamed
+
+
+@dataclass(slots=True)
+class Entry:
+    """One file. ``mtime_ns``/``mode`` are the source file's (local stat, or the manifest for objects)."""
+
+    size: int
+    mtime_ns: int | None = None
+    mode: int | None = None
+    etag: str | None = None  # object stores: identifies the stored bytes
+    md5: str | None = None  # hex, when the store or the manifest knows it
+    modified_ns: int | None = None  # object stores: when the object was written (LastModified)
+    path: str | None = None  # local stores: the absolute path to read (symlinks resolved)
+
+    @property
+    def time_ns(self) -> int | None:
+        """The best known modification time: the source mtime, else the upload time."""
+        return self.mtime_ns if self.mtime_ns is not None else self.modified_ns
+
+
+@dataclass(slots=True)
+class Tree:
+    files: dict[str, Entry] = field(default_factory=dict)
+    dirs: dict[str, int | None] = field(default_factory=dict)  # rel path -> mode (None: unknown)
+
+
+def is_reserved(name: str) -> bool:
+    return name == MANIFEST_NAME or name.startswith(TEMP_PREFIX)
+
+
+def check_key(rel: str, where: str) -> str:
+    """Refuse a relative key that could escape the tree it is written under."""
+    bad = (
+        not rel
+        or rel.startswith("/")
+        or "\\" in rel
+        or "\x00" in rel
+        or any(part in ("", ".", "..") for part in rel.split("/"))
+    )
+    if bad:
+        raise UnsafePath(
+            f"refusing unsafe key {rel!r} under {where}: '..', '.', empty, absolute or backslash components could write outside the target",
+            "remove or rename that object on storage",
+        )
+    return rel
+
+
+class Excluder:
+    """aws-s3-sync globs: matched against the path relative to the sync root; ``*`` also matches ``/``."""
+
+    def __init__(self, patterns: Iterable[str] = ()) -> None:
+        self.patterns: Sequence[str] = tuple(patterns)
+
+    def __bool__(self) -> bool:
+        return bool(self.patterns)
+
+    def excluded(self, rel: str) -> bool:
+        return any(fnmatch.fnmatchcase(rel, p) for p in self.patterns)
+
+    def excluded_dir(self, rel: str) -> bool:
+        return any(fnmatch.fnmatchcase(rel, p) or fnmatch.fnmatchcase(rel + "/", p) for p in self.patterns)
+
+    def apply(self, tree: Tree) -> Tree:
+        if not self.patterns:
+            return tree
+        return Tree(
+            files={k: v for k, v in tree.files.items() if not self.excluded(k)},
+            dirs={k: v for k, v in tree.dirs.items() if not self.excluded_dir(k)},
+        )

@@ -1,0 +1,283 @@
+"""Sync the contents of one URL into another with ``aws s3 sync`` semantics (DESIGN.md §4).
+
+One listing per side decides everything: a file is copied when it is missing or its size differs,
+or — with both source mtimes known (local stat, or the manifest on object stores) — when its mtime
+differs; without them, when the source is newer (aws's rule). ``checksum=True`` compares MD5s
+instead. Transfers run concurrently, each under the retry policy; a failed transfer is an error, never
+skipped. Object-store destinations get a fresh manifest (modes, mtimes, dirs) after the transfers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import os
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from gpstage.aio import run_sync
+from gpstage.errors import BadInput, GpstageError, StorageError
+from gpstage.report import TransferReport
+from gpstage.retry import RetryPolicy
+from gpstage.storage import LocalTree, RemoteTree, open_tree
+from gpstage.storage.manifest import Manifest
+from gpstage.storage.tree import Entry, Excluder, Tree
+from gpstage.urls import join_url
+
+DEFAULT_JOBS = 32
+LARGE_FILE = 2**20  # files above this share a smaller pool, so memory stays bounded
+LARGE_JOBS = 4
+
+AnyTree = LocalTree | RemoteTree
+
+
+class Progress(Protocol):
+    def start(self, files: int, nbytes: int) -> None: ...
+    def advance(self, nbytes: int) -> None: ...
+    def finish(self) -> None: ...
+
+
+class SyncError(StorageError):
+    """Some transfers failed; ``report`` says what was done and lists every error."""
+
+    def __init__(self, problem: str, fix: str | None, report: TransferReport) -> None:
+        super().__init__(problem, fix)
+        self.report = report
+
+
+@dataclass
+class Plan:
+    copy: list[str] = field(default_factory=list)
+    fix_meta: list[str] = field(default_factory=list)
+    delete: list[str] = field(default_factory=list)
+    make_dirs: list[str] = field(default_factory=list)
+    remove_dirs: list[str] = field(default_factory=list)
+    skipped: int = 0
+
+    def nbytes(self, src: Tree) -> int:
+        return sum(src.files[r].size for r in self.copy)
+
+
+def sync(src: str, dst: str, *, delete: bool = False, checksum: bool = False, jobs: int | None = None,
+         exclude: Sequence[str] = (), dry_run: bool = False, progress: Progress | None = None,
+         retry: RetryPolicy | None = None) -> TransferReport:
+    """Make ``dst`` hold the contents of ``src``; see :func:`async_sync`."""
+    return run_sync(async_sync(src, dst, delete=delete, checksum=checksum, jobs=jobs, exclude=exclude,
+                               dry_run=dry_run, progress=progress, retry=retry))
+
+
+async def async_sync(src: str, dst: str, *, delete: bool = False, checksum: bool = False, jobs: int | None = None,
+                     exclude: Sequence[str] = (), dry_run: bool = False, progress: Progress | None = None,
+                     retry: RetryPolicy | None = None) -> TransferReport:
+    """Copy what differs from ``src`` to ``dst``; with ``delete``, remove what ``src`` lacks.
+
+    ``exclude`` globs match paths relative to ``src`` (and protect matching files at ``dst`` from
+    deletion). Raises :class:`SyncError` (with the report) if any transfer failed for good.
+    """
+    if jobs is not None and jobs < 1:
+        raise BadInput(f"jobs must be at least 1, got {jobs}", "pass --jobs 1 or more")
+    report = TransferReport(src, dst, dry_run)
+    started = time.monotonic()
+    excl = Excluder(exclude)
+    async with open_tree(src, report, retry) as s, open_tree(dst, report, retry) as d:
+        _refuse_overlap(s, d)
+        if isinstance(s, LocalTree) and not s.exists():
+            raise BadInput(f"source {s.root} does not exist", "check the path")
+        src_tree, dst_full = await asyncio.gather(_list(s), _list(d))
+        src_tree, dst_tree = excl.apply(src_tree), excl.apply(dst_full)
+        plan = await _plan(src_tree, dst_tree, d, checksum, delete)
+        report.files_skipped = plan.skipped
+        if dry_run:
+            report.files_copied, report.bytes_copied = len(plan.copy), plan.nbytes(src_tree)
+            report.files_deleted = len(plan.delete)
+        else:
+            failed = await _execute(plan, s, d, src_tree, report, jobs or DEFAULT_JOBS, progress)
+            if isinstance(d, RemoteTree):
+                await _finish_remote(plan, failed, d, src_tree, dst_full, excl, delete, report)
+    report.seconds = time.monotonic() - started
+    if report.errors:
+        raise SyncError(f"{len(report.errors)} of {len(plan.copy)} transfers failed; first: {report.errors[0]}",
+                        "re-run the same command: it transfers only what is missing", report)
+    return report
+
+
+async def _list(tree: AnyTree) -> Tree:
+    return await asyncio.to_thread(tree.list) if isinstance(tree, LocalTree) else await tree.list()
+
+
+def _refuse_overlap(s: AnyTree, d: AnyTree) -> None:
+    if isinstance(s, LocalTree) and isinstance(d, LocalTree):
+        a, b = os.path.realpath(s.root), os.path.realpath(d.root)
+    elif isinstance(s, RemoteTree) and isinstance(d, RemoteTree) and s.provider.scheme == d.provider.scheme:
+        a, b = s.root, d.root
+    else:
+        return
+    if a == b or b.startswith(a.rstrip("/") + "/") or a.startswith(b.rstrip("/") + "/"):
+        raise BadInput(f"source and destination overlap ({a} and {b})", "sync between two separate trees")
+
+
+def _differs(s: Entry, d: Entry | None) -> bool:
+    if d is None or s.size != d.size:
+        return True
+    if s.mtime_ns is not None and d.mtime_ns is not None:
+        return s.mtime_ns // 1000 != d.mtime_ns // 1000  # microseconds: what every file system keeps
+    if s.time_ns is None or d.time_ns is None:
+        return True
+    return s.time_ns > d.time_ns  # aws's rule when one side only knows its upload time
+
+
+def _md5_file(path: str) -> str:
+    h = hashlib.md5(usedforsecurity=False)
+    with open(path, "rb") as f:
+        while chunk := f.read(2**20):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+async def _md5(e: Entry) -> str | None:
+    if e.md5 is None and e.path is not None:
+        e.md5 = await asyncio.to_thread(_md5_file, e.path)
+    return e.md5
+
+
+async def _plan(src: Tree, dst: Tree, d: AnyTree, checksum: bool, delete: bool) -> Plan:
+    plan = Plan()
+    for rel, se in src.files.items():
+        de = dst.files.get(rel)
+        if checksum and de is not None and se.size == de.size:
+            a, b = await asyncio.gather(_md5(se), _md5(de))
+            same = a is not None and a == b
+        else:
+            same = not _differs(se, de)
+        if not same:
+            plan.copy.append(rel)
+            continue
+        plan.skipped += 1
+        assert de is not None
+        # with checksums, equal content may carry another mtime: give it the source's
+        times_differ = checksum and se.time_ns is not None and (de.time_ns is None or se.time_ns // 1000 != de.time_ns // 1000)
+        if isinstance(d, LocalTree) and ((se.mode is not None and se.mode != de.mode) or times_differ):
+            plan.fix_meta.append(rel)
+    if isinstance(d, LocalTree):
+        plan.make_dirs = sorted(r for r in src.dirs if r not in dst.dirs or (src.dirs[r] is not None and src.dirs[r] != dst.dirs[r]))
+    if delete:
+        plan.delete = sorted(r for r in dst.files if r not in src.files)
+        plan.remove_dirs = [r for r in dst.dirs if r not in src.dirs]
+    return plan
+
+
+async def _execute(plan: Plan, s: AnyTree, d: AnyTree, src: Tree, report: TransferReport, jobs: int,
+                   progress: Progress | None) -> set[str]:
+    """Delete, copy, fix metadata; return the paths whose copy failed (their errors are in the report)."""
+    if isinstance(d, LocalTree):
+        await asyncio.to_thread(_local_prepare, plan, d, src, report)
+    elif plan.delete:
+        await d.delete(plan.delete)
+        report.files_deleted += len(plan.delete)
+    if progress:
+        progress.start(len(plan.copy), plan.nbytes(src))
+    small, large = asyncio.Semaphore(jobs), asyncio.Semaphore(min(jobs, LARGE_JOBS))
+    failed: set[str] = set()
+    spool = tempfile.TemporaryDirectory(prefix="gpstage-spool-") if isinstance(s, RemoteTree) and isinstance(d, RemoteTree) else None
+
+    async def one(rel: str) -> None:
+        e = src.files[rel]
+        async with large if e.size > LARGE_FILE else small:
+            try:
+                await _copy(rel, e, s, d, spool.name if spool else None)
+            except (GpstageError, OSError) as err:
+                failed.add(rel)
+                report.errors.append(str(err) if isinstance(err, GpstageError) else f"{rel}: {err}")
+                return
+        report.files_copied += 1
+        report.bytes_copied += e.size
+        if progress:
+            progress.advance(e.size)
+
+    try:
+        await asyncio.gather(*(one(r) for r in plan.copy))
+    finally:
+        if spool:
+            spool.cleanup()
+        if progress:
+            progress.finish()
+    if isinstance(d, LocalTree):
+        await asyncio.to_thread(_local_finish, plan, d, src, report)
+    return failed
+
+
+async def _copy(rel: str, e: Entry, s: AnyTree, d: AnyTree, spool: str | None) -> None:
+    if isinstance(s, LocalTree):
+        assert e.path is not None
+        if isinstance(d, LocalTree):
+            await asyncio.to_thread(d.copy_in, e.path, rel, e)
+        else:
+            await d.upload(e.path, rel, e.size)
+    elif isinstance(d, LocalTree):
+        await s.download(rel, e, d)
+    else:  # remote -> remote: through a local spool file, streamed both ways
+        assert spool is not None
+        staging = LocalTree(spool)
+        tmp_rel = f"{abs(hash(rel))}-{os.path.basename(rel)}"
+        await s.download(rel, e, staging, tmp_rel)
+        try:
+            await d.upload(staging.path_of(tmp_rel), rel, e.size)
+        finally:
+            staging.remove(tmp_rel)
+
+
+def _local_prepare(plan: Plan, d: LocalTree, src: Tree, report: TransferReport) -> None:
+    for rel in plan.delete:
+        d.remove(rel)
+    report.files_deleted += len(plan.delete)
+    report.dirs_deleted += d.remove_empty_dirs(plan.remove_dirs)
+    d.make_dirs("")
+    for rel in plan.make_dirs:
+        d.make_dirs(rel)
+        report.dirs_created += 1
+
+
+def _local_finish(plan: Plan, d: LocalTree, src: Tree, report: TransferReport) -> None:
+    for rel in plan.fix_meta:
+        e = src.files[rel]
+        d.set_meta(rel, e.mode, e.time_ns)
+    report.metadata_updated += len(plan.fix_meta)
+    for rel in sorted(plan.make_dirs, key=lambda r: r.count("/"), reverse=True):
+        mode = src.dirs[rel]
+        if mode is not None:
+            os.chmod(d.path_of(rel), mode)
+
+
+async def _finish_remote(plan: Plan, failed: set[str], d: RemoteTree, src: Tree, dst_before: Tree, excl: Excluder,
+                         delete: bool, report: TransferReport) -> None:
+    """Verify uploaded sizes against a fresh listing and store the manifest for the new state.
+
+    A path whose copy failed keeps its old entry (still validated by ETag), so the manifest never
+    lends the new source's mode or mtime to old bytes.
+    """
+    after = await d.list() if (plan.copy or plan.delete) else dst_before
+    copied = set(plan.copy) - failed
+    for rel in sorted(copied):
+        got = after.files.get(rel)
+        if got is None or got.size != src.files[rel].size:
+            failed.add(rel)
+            report.files_copied -= 1
+            report.bytes_copied -= src.files[rel].size
+            report.errors.append(f"{join_url(d.url, rel)}: not stored with the expected size {src.files[rel].size}")
+    files = {}
+    for rel, e in after.files.items():
+        se = src.files.get(rel)
+        if se is not None and rel not in failed:
+            e.mtime_ns, e.mode = se.time_ns, se.mode
+            e.md5 = se.md5 or e.md5
+        files[rel] = e
+    dirs = dict(src.dirs)
+    for rel, mode in dst_before.dirs.items():
+        if rel not in dirs and (not delete or excl.excluded_dir(rel)):
+            dirs[rel] = mode
+    before = d.root_manifest.files
+    if await d.write_manifest(Manifest.build(Tree(files, dirs))):
+        report.metadata_updated += sum(1 for r, rec in d.root_manifest.files.items() if r not in copied and before.get(r) != rec)
