@@ -7,16 +7,19 @@ This package owns everything about where bytes live. It knows nothing of contain
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
+from gpstage.errors import BadInput, StorageError
 from gpstage.report import TransferReport
 from gpstage.retry import RetryPolicy
 from gpstage.storage.local import LocalTree
 from gpstage.storage.registry import get_provider, known_schemes, provider_for
 from gpstage.storage.remote import RemoteTree
+from gpstage.urls import split_url
 
-__all__ = ["LocalTree", "RemoteTree", "get_provider", "known_schemes", "open_tree", "provider_for"]
+__all__ = ["LocalTree", "RemoteTree", "get_provider", "known_schemes", "open_tree", "provider_for", "read_url", "write_url"]
 
 
 @asynccontextmanager
@@ -31,3 +34,38 @@ async def open_tree(url: str, report: TransferReport, retry: RetryPolicy | None 
         yield provider.tree(url, fs, retry or RetryPolicy(), report)  # type: ignore[attr-defined]
     finally:
         await provider.close_filesystem(fs)  # type: ignore[attr-defined]
+
+
+def _parent_and_name(url: str) -> tuple[str, str]:
+    scheme, rest = split_url(url)
+    head, _, name = rest.rpartition("/")
+    if not name or (not head and not rest.startswith("/")):
+        raise BadInput(f"{url!r} does not name a file", "give the URL of a file, e.g. s3://bucket/jobs/1/job.json")
+    return f"{scheme}://{head or '/'}", name
+
+
+async def read_url(url: str, retry: RetryPolicy | None = None) -> bytes:
+    """The bytes of the single file at ``url``."""
+    parent, name = _parent_and_name(url)
+    async with open_tree(parent, TransferReport(url, ""), retry) as tree:
+        if isinstance(tree, LocalTree):
+            return await asyncio.to_thread(_read_local, tree.path_of(name))
+        return await tree.read_bytes(name)
+
+
+async def write_url(url: str, data: bytes, retry: RetryPolicy | None = None) -> None:
+    """Store ``data`` as the file at ``url`` (atomically on local file systems)."""
+    parent, name = _parent_and_name(url)
+    async with open_tree(parent, TransferReport("", url), retry) as tree:
+        if isinstance(tree, LocalTree):
+            await asyncio.to_thread(tree.write_file, name, data)
+        else:
+            await tree.write_bytes(name, data)
+
+
+def _read_local(path: str) -> bytes:
+    try:
+        with open(path, "rb") as f:
+            return f.read()
+    except FileNotFoundError:
+        raise StorageError(f"{path} does not exist", "check the path") from None

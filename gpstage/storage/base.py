@@ -49,7 +49,9 @@ class FsspecProvider(StorageProvider):
 
     def fs_path(self, url: str) -> str:
         """The path fsspec uses for ``url`` (for object stores: ``bucket/key``), without trailing '/'."""
-        return split_url(url).rest.rstrip("/")
+        import fsspec
+
+        return fsspec.get_filesystem_class(self.fs_protocol)._strip_protocol(url).rstrip("/")
 
     def filesystem_options(self, url: str) -> dict[str, Any]:
         """Keyword arguments for the fsspec filesystem, from the ecosystem's standard environment."""
@@ -76,7 +78,7 @@ class FsspecProvider(StorageProvider):
 
     def entry_from_info(self, info: dict[str, Any]) -> Entry:
         """An :class:`Entry` from a listing's info dict; ``etag`` must identify the stored bytes."""
-        modified = _to_ns(info.get("LastModified") or info.get("last_modified") or info.get("updated") or info.get("mtime"))
+        modified = _to_ns(info.get("LastModified") or info.get("last_modified") or info.get("updated") or info.get("mtime") or info.get("created"))
         etag = info.get("ETag") or info.get("etag")
         if not etag and modified is not None:
             etag = f"t{modified}"  # no ETag: size + write time identify the object well enough

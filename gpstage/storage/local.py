@@ -12,6 +12,8 @@ import os
 import secrets
 import shutil
 import stat
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 from gpstage.errors import BadInput, StorageError, UnsafePath
 from gpstage.storage.tree import TEMP_PREFIX, Entry, Tree, is_reserved
@@ -118,33 +120,42 @@ class LocalTree:
             raise StorageError(f"cannot write file {final}: a directory of that name exists", "remove it or sync with --delete")
         return final, temp_name(final)
 
+    @contextmanager
+    def atomic_write(self, rel: str, size: int, mode: int | None = None, mtime_ns: int | None = None) -> Iterator[str]:
+        """Yield a temp path to fill; then verify its size, set mode and mtime, rename it to ``rel``.
+
+        On any failure or interruption the temp file is removed and ``rel`` is left as it was.
+        """
+        final, tmp = self.prepare(rel)
+        try:
+            yield tmp
+            self.commit(tmp, final, size, mode, mtime_ns)
+        finally:
+            _unlink_quietly(tmp)  # gone already after a successful rename
+
     @staticmethod
     def commit(tmp: str, final: str, expected_size: int, mode: int | None, mtime_ns: int | None) -> None:
-        """Verify ``tmp``, give it its metadata, rename it to ``final``; remove ``tmp`` on any failure."""
-        try:
-            size = os.path.getsize(tmp)
-            if size != expected_size:
-                raise StorageError(f"size mismatch writing {final}: got {size} bytes, expected {expected_size}", "retry the sync")
-            if mode is not None:
-                os.chmod(tmp, mode)
-            elif os.path.exists(final):
-                os.chmod(tmp, stat.S_IMODE(os.stat(final).st_mode))  # unknown mode: keep the file's current one
-            if mtime_ns is not None:
-                os.utime(tmp, ns=(mtime_ns, mtime_ns))
-            os.replace(tmp, final)
-        except BaseException:
-            _unlink_quietly(tmp)
-            raise
+        """Verify ``tmp``, give it its metadata and rename it to ``final`` (callers remove ``tmp`` on failure)."""
+        size = os.path.getsize(tmp)
+        if size != expected_size:
+            raise StorageError(f"size mismatch writing {final}: got {size} bytes, expected {expected_size}", "retry the sync")
+        if mode is not None:
+            os.chmod(tmp, mode)
+        elif os.path.exists(final):
+            os.chmod(tmp, stat.S_IMODE(os.stat(final).st_mode))  # unknown mode: keep the file's current one
+        if mtime_ns is not None:
+            os.utime(tmp, ns=(mtime_ns, mtime_ns))
+        os.replace(tmp, final)
 
     def copy_in(self, src: str, rel: str, entry: Entry) -> None:
         """Copy local file ``src`` to ``rel`` atomically, keeping mode and mtime."""
-        final, tmp = self.prepare(rel)
-        try:
+        with self.atomic_write(rel, entry.size, entry.mode, entry.mtime_ns) as tmp:
             shutil.copyfile(src, tmp)
-        except BaseException:
-            _unlink_quietly(tmp)
-            raise
-        self.commit(tmp, final, entry.size, entry.mode, entry.mtime_ns)
+
+    def write_file(self, rel: str, data: bytes) -> None:
+        """Write ``data`` to ``rel`` atomically."""
+        with self.atomic_write(rel, len(data)) as tmp, open(tmp, "wb") as f:
+            f.write(data)
 
     def set_meta(self, rel: str, mode: int | None, mtime_ns: int | None) -> None:
         p = self.path_of(rel)

@@ -60,9 +60,9 @@ def get_provider(scheme: str) -> StorageProvider:
             raise MissingDependency(f"the {scheme}:// storage plugin {ep.value} cannot be imported ({err})",  # type: ignore[attr-defined]
                                     "install the plugin's package and its dependencies") from None
         return cls(scheme)
-    import fsspec.registry
+    from fsspec.registry import known_implementations, registry
 
-    if scheme in fsspec.registry.known_implementations or scheme in fsspec.registry.registry:
+    if scheme in known_implementations or scheme in registry:
         return FsspecProvider(scheme)
     raise BadInput(f"unknown storage scheme {scheme}://",
                    f"use one of {', '.join(s + '://' for s in known_schemes())}, a path, or install a provider plugin")

@@ -11,11 +11,12 @@ from __future__ import annotations
 import os
 from typing import Any, ClassVar
 
-from gpstage.errors import GpstageError, StorageError
+from gpstage.errors import BadInput, GpstageError, StorageError
 from gpstage.retry import cause_chain, error_code
 from gpstage.storage.base import FsspecProvider
 from gpstage.storage.remote import RemoteTree
 from gpstage.storage.tree import Entry
+from gpstage.urls import split_url
 
 PART_SIZE = 8 * 2**20  # multipart part size: bounds memory per transfer (s3fs reads a part at a time)
 PARTS_IN_FLIGHT = 4
@@ -31,6 +32,12 @@ class S3Provider(FsspecProvider):
     scheme: ClassVar[str] = "s3"
     protocol: ClassVar[str] = "s3"
     extra: ClassVar[str | None] = "s3"
+
+    def fs_path(self, url: str) -> str:
+        path = split_url(url).rest.rstrip("/")  # keys are literal: no decoding, no normalising
+        if not path or path.startswith("/"):
+            raise BadInput(f"{url!r} names no bucket", "write s3://BUCKET/prefix")
+        return path
 
     def filesystem_options(self, url: str) -> dict[str, Any]:
         config: dict[str, Any] = {

@@ -1,0 +1,49 @@
+"""The ``gpstage`` command line: storage commands now; job commands join through the launchers.
+
+Heavy modules (fsspec, the SDKs, the sync engine) are imported inside the commands so that
+``gpstage --help`` stays fast. Every failure is one line on stderr and an exit code from DESIGN.md §9;
+with ``--json`` the only thing on stdout is one JSON document, on failure too.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import click
+import typer
+
+from gpstage.cli import spec_cmds, storage_cmds
+from gpstage.errors import GpstageError
+
+app = typer.Typer(
+    name="gpstage",
+    help="Stage GenePattern job dirs between a server and any storage URL (file, nfs, s3, ...) "
+    "and run jobs on local, container, Slurm or AWS Batch backends.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+storage_cmds.register(app)
+app.add_typer(spec_cmds.app, name="spec")
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Console entry point: run the app and turn errors into one line and an exit code."""
+    try:
+        code = app(args=argv, standalone_mode=False)
+    except click.exceptions.Exit as e:
+        code = e.exit_code
+    except click.UsageError as e:
+        e.show()
+        code = 2
+    except click.ClickException as e:
+        e.show()
+        code = e.exit_code
+    except click.Abort:
+        print("gpstage: interrupted", file=sys.stderr)
+        code = 130
+    except GpstageError as e:
+        print(f"gpstage: error: {e}", file=sys.stderr)
+        code = e.exit_code
+    sys.exit(code if isinstance(code, int) else 0)

@@ -1,0 +1,162 @@
+"""The storage conformance class every provider must pass (built-ins and plugins alike).
+
+Use it from a plugin's test suite by subclassing and giving two fixtures::
+
+    from gpstage.testing.storage import StorageConformance
+
+    class TestMyStore(StorageConformance):
+        @pytest.fixture
+        def storage_url(self):            # a fresh, empty location, e.g. "mystore://bucket/run-1"
+            ...
+        @pytest.fixture
+        def plant_unsafe(self):           # writes something that must be refused under a URL
+            return lambda url: ...         # e.g. an object whose key has a '..' component
+
+The tests need nothing but the public ``gpstage.sync`` API.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+from pathlib import Path
+
+import pytest
+
+from gpstage.errors import UnsafePath
+from gpstage.listing import list_url
+from gpstage.storage.local import LocalTree
+from gpstage.storage.tree import TEMP_PREFIX
+from gpstage.sync import sync
+
+BIG = 50 * 2**20
+
+
+def make_tricky_tree(root: Path, big: int = BIG) -> None:
+    """Nested dirs, spaces and non-ASCII names, empty files and dirs, an executable, a large file."""
+    (root / "nested/deeper/deepest").mkdir(parents=True)
+    (root / "with space/ünïcødé dir").mkdir(parents=True)
+    (root / "empty dir/empty child").mkdir(parents=True)
+    (root / "nested/deeper/deepest/leaf.txt").write_text("leaf\n")
+    (root / "with space/ünïcødé dir/naïve file.txt").write_text("ÅÄÖ\n" * 100, encoding="utf-8")
+    (root / "with space/empty.txt").write_bytes(b"")
+    (root / "module.sh").write_text("#!/bin/bash\necho run\n")
+    (root / "module.sh").chmod(0o755)
+    (root / "private.txt").write_text("secret-ish\n")
+    (root / "private.txt").chmod(0o600)
+    with open(root / "nested/big.bin", "wb") as f:
+        block = os.urandom(2**20)
+        for i in range(big // len(block)):
+            f.write(block[:-1] + bytes([i % 256]))
+    for i, p in enumerate(sorted(root.rglob("*"))):
+        if p.is_file():
+            os.utime(p, ns=(1_700_000_000_123_456_789 + i * 10**9,) * 2)
+
+
+def snapshot(root: Path) -> dict[str, tuple]:
+    """Everything a round trip must keep: bytes, modes, mtimes (µs) of files; modes of dirs."""
+    out: dict[str, tuple] = {}
+    for p in sorted(root.rglob("*")):
+        rel = p.relative_to(root).as_posix()
+        if rel.split("/")[-1].startswith(TEMP_PREFIX):
+            continue
+        st = p.stat()
+        if p.is_dir():
+            out[rel] = ("dir", stat.S_IMODE(st.st_mode))
+        else:
+            out[rel] = ("file", p.read_bytes(), stat.S_IMODE(st.st_mode), st.st_mtime_ns // 1000)
+    return out
+
+
+class StorageConformance:
+    """Round trips, incrementality, deletion, safety and atomicity for one storage URL scheme."""
+
+    @pytest.fixture
+    def tricky(self, tmp_path: Path) -> Path:
+        src = tmp_path / "src"
+        src.mkdir()
+        make_tricky_tree(src)
+        return src
+
+    def test_round_trip_keeps_bytes_modes_mtimes_and_empty_dirs(self, storage_url: str, tricky: Path, tmp_path: Path) -> None:
+        files = [p for p in tricky.rglob("*") if p.is_file()]
+        up = sync(str(tricky), storage_url)
+        assert (up.files_copied, up.bytes_copied) == (len(files), sum(p.stat().st_size for p in files))
+        back = tmp_path / "back"
+        down = sync(storage_url, str(back))
+        assert down.files_copied == len(files)
+        assert snapshot(back) == snapshot(tricky)
+
+    def test_second_sync_copies_nothing_either_way(self, storage_url: str, tricky: Path, tmp_path: Path) -> None:
+        sync(str(tricky), storage_url)
+        back = tmp_path / "back"
+        sync(storage_url, str(back))
+        again_up, again_down = sync(str(tricky), storage_url), sync(storage_url, str(back))
+        n = sum(1 for p in tricky.rglob("*") if p.is_file())
+        assert (again_up.files_copied, again_up.files_skipped) == (0, n)
+        assert (again_down.files_copied, again_down.files_skipped) == (0, n)
+
+    def test_changed_file_is_copied_again(self, storage_url: str, tmp_path: Path) -> None:
+        src = tmp_path / "src"
+        src.mkdir()
+        (src / "a.txt").write_text("one")
+        sync(str(src), storage_url)
+        (src / "a.txt").write_text("two")  # same size, new mtime
+        os.utime(src / "a.txt", ns=(1_800_000_000_000_000_000,) * 2)
+        assert sync(str(src), storage_url).files_copied == 1
+        back = tmp_path / "back"
+        sync(storage_url, str(back))
+        assert (back / "a.txt").read_text() == "two"
+
+    def test_delete_removes_extras_only(self, storage_url: str, tmp_path: Path) -> None:
+        src = tmp_path / "src"
+        (src / "keep").mkdir(parents=True)
+        for name in ("keep/a", "b", "c.log"):
+            (src / name).write_text(name)
+        sync(str(src), storage_url)
+        (src / "b").unlink()
+        (src / "c.log").unlink()
+        report = sync(str(src), storage_url, delete=True, exclude=["*.log"])
+        assert report.files_deleted == 1
+        assert sorted(list_url(storage_url).files) == ["c.log", "keep/a"]  # excluded files are protected
+
+    def test_unsafe_entry_is_refused_and_nothing_written(self, storage_url: str, plant_unsafe, tmp_path: Path) -> None:
+        src = tmp_path / "src"
+        src.mkdir()
+        (src / "ok.txt").write_text("ok")
+        sync(str(src), storage_url)
+        plant_unsafe(storage_url)
+        target = tmp_path / "deep" / "target"
+        with pytest.raises(UnsafePath):
+            sync(storage_url, str(target))
+        assert not (tmp_path / "deep").exists() or not any((tmp_path / "deep").rglob("*"))
+        assert not (tmp_path / "escape.txt").exists()
+
+    def test_interrupted_download_leaves_no_partial_file(self, storage_url: str, tricky: Path, tmp_path: Path,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+        sync(str(tricky), storage_url)
+        target = tmp_path / "target"
+        real_commit = LocalTree.commit
+
+        def interrupted(tmp: str, final: str, *args: object) -> None:
+            if final.endswith("big.bin"):
+                raise KeyboardInterrupt  # as if the process were stopped right before the rename
+            real_commit(tmp, final, *args)
+
+        monkeypatch.setattr(LocalTree, "commit", staticmethod(interrupted))
+        with pytest.raises(KeyboardInterrupt):
+            sync(storage_url, str(target), jobs=1)
+        monkeypatch.undo()
+        assert not (target / "nested/big.bin").exists()
+        assert not [p for p in target.rglob("*") if p.name.startswith(TEMP_PREFIX)]
+        report = sync(storage_url, str(target))
+        assert report.files_copied >= 1 and (target / "nested/big.bin").stat().st_size == BIG
+
+    def test_temp_files_never_listed_or_synced(self, storage_url: str, tmp_path: Path) -> None:
+        src = tmp_path / "src"
+        src.mkdir()
+        (src / "real.txt").write_text("real")
+        (src / f"{TEMP_PREFIX}999999999.abcd.real.txt").write_text("half")  # a dead writer's leftover
+        sync(str(src), storage_url)
+        assert list(list_url(storage_url).files) == ["real.txt"]
+        assert not (src / f"{TEMP_PREFIX}999999999.abcd.real.txt").exists()  # the stale temp was cleaned

@@ -1,0 +1,83 @@
+"""Fixtures on real services: the S3 server (moto) started by scripts/services.py, a bucket per test.
+
+Nothing here skips: a service that cannot be started fails the tests that need it (DESIGN.md §17).
+Every test talks to 127.0.0.1 only; the AWS environment is replaced by dummy credentials so that no
+request can reach a real cloud.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+SERVICES = ROOT / "scripts" / "services.py"
+
+
+def _service_env(name: str) -> dict[str, str]:
+    """Start ``name`` if needed (idempotent) and return the service env file's values."""
+    subprocess.run([sys.executable, str(SERVICES), "start", name], check=True, timeout=120)
+    out = subprocess.run([sys.executable, str(SERVICES), "env"], check=True, capture_output=True, text=True).stdout
+    return dict(line.split("=", 1) for line in out.splitlines() if "=" in line)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _hermetic_aws(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Dummy credentials, no instance metadata, no user config: nothing leaves this machine."""
+    saved = dict(os.environ)
+    empty = tmp_path_factory.mktemp("aws") / "none"
+    for k in list(os.environ):
+        if k.startswith("AWS_"):
+            del os.environ[k]
+    os.environ.update(
+        AWS_ACCESS_KEY_ID="gpstage-test-key", AWS_SECRET_ACCESS_KEY="gpstage-test-secret",
+        AWS_DEFAULT_REGION="us-east-1", AWS_EC2_METADATA_DISABLED="true",
+        AWS_CONFIG_FILE=str(empty), AWS_SHARED_CREDENTIALS_FILE=str(empty),
+    )
+    yield
+    os.environ.clear()
+    os.environ.update(saved)
+
+
+@pytest.fixture(scope="session")
+def s3_endpoint(_hermetic_aws: None) -> str:
+    endpoint = _service_env("s3")["GPSTAGE_TEST_S3_ENDPOINT"]
+    os.environ["AWS_ENDPOINT_URL"] = endpoint
+    return endpoint
+
+
+@pytest.fixture(scope="session")
+def s3_client(s3_endpoint: str):
+    import boto3
+
+    return boto3.client("s3", endpoint_url=s3_endpoint)
+
+
+@pytest.fixture
+def bucket(s3_client) -> Iterator[str]:
+    """A fresh bucket, emptied and removed after the test."""
+    name = f"gpstage-{uuid.uuid4().hex[:20]}"
+    s3_client.create_bucket(Bucket=name)
+    yield name
+    for page in s3_client.get_paginator("list_objects_v2").paginate(Bucket=name):
+        keys = [{"Key": o["Key"]} for o in page.get("Contents", ())]
+        if keys:
+            s3_client.delete_objects(Bucket=name, Delete={"Objects": keys})
+    s3_client.delete_bucket(Bucket=name)
+
+
+@pytest.fixture
+def cli_env() -> dict[str, str]:
+    """The environment for running the ``gpstage`` CLI as a subprocess."""
+    return dict(os.environ)
+
+
+def run_cli(*args: str, env: dict[str, str] | None = None, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    exe = Path(sys.executable).parent / "gpstage"
+    return subprocess.run([str(exe), *args], capture_output=True, text=True, env=env, timeout=timeout)
