@@ -72,7 +72,7 @@ ROLE_DIRECTIONS = {
     Role.METADATA: Direction.INOUT,
     Role.WORKDIR: Direction.INOUT,
 }
-REQUIRED_ROLES = (Role.METADATA, Role.WORKDIR)  # exactly one each
+REQUIRED_ROLES = (Role.WORKDIR, Role.METADATA)  # exactly one each
 SINGLE_ROLES = (Role.TASKLIB,)  # at most one
 LEGACY_METADATA_SUBDIR = ".gp_metadata"  # runS3OnBatch.sh: GP_METADATA_DIR defaults to $WORKING_DIR/.gp_metadata
 
@@ -162,6 +162,8 @@ class JobSpec(_Strict):
     @field_validator("storage_root")
     @classmethod
     def _root(cls, v: str) -> str:
+        if "://" not in v and not os.path.isabs(v):
+            raise ValueError(f"storage_root {v!r} must be a URL (s3://bucket/prefix, nfs:///, ...) or an absolute path")
         split_url(v)
         return v
 

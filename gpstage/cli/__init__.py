@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import sys
 
-import click
 import typer
 
 from gpstage.cli import spec_cmds, storage_cmds
@@ -29,21 +28,13 @@ app.add_typer(spec_cmds.app, name="spec")
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Console entry point: run the app and turn errors into one line and an exit code."""
+    """Console entry point. Usage errors exit 2 (typer's own handling); a :class:`GpstageError` prints
+    one line and exits with its code; anything else is a bug and keeps its traceback."""
     try:
-        code = app(args=argv, standalone_mode=False)
-    except click.exceptions.Exit as e:
-        code = e.exit_code
-    except click.UsageError as e:
-        e.show()
-        code = 2
-    except click.ClickException as e:
-        e.show()
-        code = e.exit_code
-    except click.Abort:
-        print("gpstage: interrupted", file=sys.stderr)
-        code = 130
+        app(args=argv)
     except GpstageError as e:
         print(f"gpstage: error: {e}", file=sys.stderr)
-        code = e.exit_code
-    sys.exit(code if isinstance(code, int) else 0)
+        sys.exit(e.exit_code)
+    except KeyboardInterrupt:
+        print("gpstage: interrupted", file=sys.stderr)
+        sys.exit(130)

@@ -1,0 +1,112 @@
+"""The ``gpstage`` CLI as users and the GenePattern server run it: a subprocess, JSON on stdout, exit codes."""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+from pathlib import Path
+
+import pytest
+
+from conftest import run_cli
+from gpstage.testing.storage import make_tricky_tree, snapshot
+
+
+def _json(proc) -> dict:
+    assert proc.stdout.strip(), proc.stderr
+    return json.loads(proc.stdout)
+
+
+def test_sync_round_trip_to_s3_and_back_is_identical_and_incremental(bucket: str, tmp_path: Path, cli_env) -> None:
+    src, back = tmp_path / "src", tmp_path / "back"
+    src.mkdir()
+    make_tricky_tree(src, big=3 * 2**20)
+    url = f"s3://{bucket}/opt/gp/jobResults/5"
+    up = run_cli("sync", str(src), url, "--json", env=cli_env)
+    assert up.returncode == 0, up.stderr
+    assert _json(up)["report"]["files_copied"] == 6
+    down = run_cli("sync", url, str(back), "--json", env=cli_env)
+    assert down.returncode == 0, down.stderr
+    assert snapshot(back) == snapshot(src)
+    assert stat.S_IMODE((back / "module.sh").stat().st_mode) == 0o755
+    for a, b in ((str(src), url), (url, str(back))):
+        again = run_cli("sync", a, b, "--json", env=cli_env)
+        report = _json(again)["report"]
+        assert again.returncode == 0 and report["files_copied"] == 0 and report["files_skipped"] == 6
+
+
+def test_json_output_is_one_document_and_nothing_else(tmp_path: Path) -> None:
+    (tmp_path / "a").mkdir()
+    (tmp_path / "a/f").write_text("x")
+    proc = run_cli("sync", str(tmp_path / "a"), str(tmp_path / "b"), "--json")
+    doc = json.loads(proc.stdout)
+    assert proc.returncode == 0 and doc["ok"] is True
+    assert set(doc["report"]) >= {"files_copied", "bytes_copied", "files_skipped", "files_deleted", "retries", "seconds"}
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (["sync", "/definitely/not/here", "/tmp/x"], "does not exist"),
+        (["sync", "/tmp", "foo://bucket/x"], "unknown storage scheme foo://"),
+        (["sync", "/tmp", "s3://"], "names no bucket"),
+        (["sync", "/tmp", "file://relative/path"], "absolute path"),
+        (["sync", "/tmp", "/tmp/inside"], "overlap"),
+        (["sync", "/tmp/a", "/tmp/b", "--jobs", "0"], "--jobs"),
+        (["stage-in", "/no/such/spec.json"], "does not exist"),
+    ],
+)
+def test_bad_input_exits_2_with_one_line(args: list[str], needle: str, cli_env) -> None:
+    proc = run_cli(*args, env=cli_env)
+    assert proc.returncode == 2, (proc.stdout, proc.stderr)
+    lines = [line for line in proc.stderr.splitlines() if line.strip() and not line.startswith(("Usage:", "Try "))]
+    assert needle in proc.stderr
+    assert "Traceback" not in proc.stderr and (len(lines) == 1 or args[-2] == "--jobs")
+
+
+def test_missing_bucket_exits_3(s3_endpoint: str, tmp_path: Path, cli_env) -> None:
+    (tmp_path / "f").write_text("x")
+    proc = run_cli("sync", str(tmp_path), "s3://no-such-bucket-gpstage/x", env=cli_env)
+    assert proc.returncode == 3 and "does not exist" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_unreachable_endpoint_exits_3_in_bounded_time(tmp_path: Path, cli_env) -> None:
+    env = {**cli_env, "AWS_ENDPOINT_URL": "http://127.0.0.1:9"}  # discard port: nothing listens
+    proc = run_cli("sync", "s3://bucket/x", str(tmp_path / "d"), env=env, timeout=60)
+    assert proc.returncode == 3 and "cannot reach the S3 endpoint http://127.0.0.1:9" in proc.stderr
+    assert not (tmp_path / "d").exists()
+
+
+def test_missing_credentials_exit_3(s3_endpoint: str, tmp_path: Path, cli_env) -> None:
+    env = {k: v for k, v in cli_env.items() if k not in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")}
+    proc = run_cli("sync", "s3://bucket/x", str(tmp_path / "d"), env=env, timeout=60)
+    assert proc.returncode == 3 and "no AWS credentials" in proc.stderr and "AWS_ACCESS_KEY_ID" in proc.stderr
+
+
+def test_json_error_document_on_failure(tmp_path: Path) -> None:
+    proc = run_cli("sync", "/definitely/not/here", str(tmp_path), "--json")
+    doc = json.loads(proc.stdout)
+    assert proc.returncode == 2 and doc["ok"] is False and doc["exit_code"] == 2 and "does not exist" in doc["error"]
+
+
+def test_dry_run_writes_nothing(tmp_path: Path) -> None:
+    (tmp_path / "a").mkdir()
+    (tmp_path / "a/f").write_text("x")
+    doc = json.loads(run_cli("sync", str(tmp_path / "a"), str(tmp_path / "b"), "--dry-run", "--json").stdout)
+    assert doc["report"]["files_copied"] == 1 and doc["report"]["dry_run"] and not (tmp_path / "b").exists()
+
+
+def test_ls_shows_modes_from_the_manifest(bucket: str, tmp_path: Path, cli_env) -> None:
+    (tmp_path / "x.sh").write_text("echo\n")
+    os.chmod(tmp_path / "x.sh", 0o750)
+    assert run_cli("sync", str(tmp_path), f"s3://{bucket}/p", env=cli_env).returncode == 0
+    doc = _json(run_cli("ls", f"s3://{bucket}/p", "--json", env=cli_env))
+    assert [(f["path"], f["mode"], f["size"]) for f in doc["files"]] == [("x.sh", "0750", 5)]
+
+
+def test_help_explains_every_command() -> None:
+    out = run_cli("--help").stdout
+    for cmd in ("sync", "stage-in", "stage-out", "ls", "spec"):
+        assert cmd in out
+    assert "--delete" in run_cli("sync", "--help").stdout

@@ -1,0 +1,52 @@
+"""The on-storage manifest: stale entries are never believed (DESIGN.md §5)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from gpstage.listing import list_url
+from gpstage.storage.manifest import Manifest
+from gpstage.storage.tree import MANIFEST_NAME, Entry, Tree
+from gpstage.sync import sync
+
+
+def test_entry_applies_only_while_the_object_is_unchanged() -> None:
+    m = Manifest.build(Tree({"a": Entry(size=3, etag='"e1"', mtime_ns=5, mode=0o755)}, {"d": 0o700}))
+    fresh = Tree({"a": Entry(size=3, etag='"e1"')})
+    Manifest.parse(m.dumps()).apply(fresh, "s3://b")
+    assert (fresh.files["a"].mode, fresh.files["a"].mtime_ns, fresh.dirs["d"]) == (0o755, 5, 0o700)
+    rewritten = Tree({"a": Entry(size=3, etag='"e2"')})  # someone else rewrote the object
+    Manifest.parse(m.dumps()).apply(rewritten, "s3://b")
+    assert rewritten.files["a"].mode is None and rewritten.files["a"].mtime_ns is None
+
+
+def test_foreign_or_broken_manifest_is_ignored() -> None:
+    assert Manifest.parse(b"not json").files == {}
+    assert Manifest.parse(b'{"format": "other", "version": 1, "files": {"a": {}}}').files == {}
+
+
+def test_object_rewritten_by_another_tool_is_transferred_again_not_trusted(bucket: str, s3_client, tmp_path: Path) -> None:
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "tool.sh").write_text("#!/bin/sh\necho one\n")
+    os.chmod(src / "tool.sh", 0o755)
+    url = f"s3://{bucket}/tasklib"
+    sync(str(src), url)
+    back = tmp_path / "back"
+    sync(url, str(back))
+    # a plain `aws s3 sync` user (or another job sharing the prefix) replaces the object, same size
+    s3_client.put_object(Bucket=bucket, Key="tasklib/tool.sh", Body=b"#!/bin/sh\necho two\n")
+    report = sync(url, str(back))
+    assert report.files_copied == 1
+    assert (back / "tool.sh").read_text().endswith("two\n")
+    assert (back / "tool.sh").stat().st_mode & 0o777 == 0o755  # unknown mode: the local file's is kept
+    assert MANIFEST_NAME not in list_url(url).files
+
+
+def test_plain_aws_style_objects_without_manifest_sync_incrementally(bucket: str, s3_client, tmp_path: Path) -> None:
+    for i in range(3):
+        s3_client.put_object(Bucket=bucket, Key=f"plain/f{i}.txt", Body=b"x" * i)
+    first = sync(f"s3://{bucket}/plain", str(tmp_path / "d"))
+    second = sync(f"s3://{bucket}/plain", str(tmp_path / "d"))
+    assert (first.files_copied, second.files_copied, second.files_skipped) == (3, 0, 3)
