@@ -2,8 +2,8 @@
 
 One listing per side decides everything: a file is copied when it is missing or its size differs,
 or — with both source mtimes known (local stat, or the manifest on object stores) — when its mtime
-differs; without them, when the source is newer (aws's rule). ``checksum=True`` compares MD5s
-instead. Transfers run concurrently, each under the retry policy; a failed transfer is an error, never
+differs; without them, when the source is newer (aws's rule), and by MD5 when the two times are too
+close to tell apart. ``checksum=True`` compares MD5s instead. Transfers run concurrently, each under the retry policy; a failed transfer is an error, never
 skipped. Object-store destinations get a fresh manifest (modes, mtimes, dirs) after the transfers.
 """
 
@@ -30,6 +30,7 @@ from gpstage.urls import join_url
 DEFAULT_JOBS = 32
 LARGE_FILE = 2**20  # files above this share a smaller pool, so memory stays bounded
 LARGE_JOBS = 4
+AMBIGUOUS_NS = 2 * 10**9  # object stores' LastModified has 1 s precision
 
 AnyTree = LocalTree | RemoteTree
 
@@ -119,13 +120,18 @@ def _refuse_overlap(s: AnyTree, d: AnyTree) -> None:
         raise BadInput(f"source and destination overlap ({a} and {b})", "sync between two separate trees")
 
 
-def _differs(s: Entry, d: Entry | None) -> bool:
+def _verdict(s: Entry, d: Entry | None) -> bool | None:
+    """True: copy; False: identical; None: metadata cannot tell, compare content."""
     if d is None or s.size != d.size:
         return True
     if s.mtime_ns is not None and d.mtime_ns is not None:
         return s.mtime_ns // 1000 != d.mtime_ns // 1000  # microseconds: what every file system keeps
     if s.time_ns is None or d.time_ns is None:
-        return True
+        return None
+    if s.time_ns == d.time_ns:
+        return False  # e.g. a download stamped with the object's upload time
+    if abs(s.time_ns - d.time_ns) < AMBIGUOUS_NS:
+        return None  # upload times have 1 s precision: too close to call from times alone
     return s.time_ns > d.time_ns  # aws's rule when one side only knows its upload time
 
 
@@ -147,11 +153,12 @@ async def _plan(src: Tree, dst: Tree, d: AnyTree, checksum: bool, delete: bool) 
     plan = Plan()
     for rel, se in src.files.items():
         de = dst.files.get(rel)
-        if checksum and de is not None and se.size == de.size:
+        verdict = None if checksum and de is not None and se.size == de.size else _verdict(se, de)
+        if verdict is None:
             a, b = await asyncio.gather(_md5(se), _md5(de))
             same = a is not None and a == b
         else:
-            same = not _differs(se, de)
+            same = not verdict
         if not same:
             plan.copy.append(rel)
             continue
