@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import os
+import secrets
 import tempfile
 import time
 from collections.abc import Sequence
@@ -87,7 +88,7 @@ async def async_sync(src: str, dst: str, *, delete: bool = False, checksum: bool
         _refuse_overlap(s, d)
         if isinstance(s, LocalTree) and not s.exists():
             raise BadInput(f"source {s.root} does not exist", "check the path")
-        src_tree, dst_full = await asyncio.gather(_list(s), _list(d))
+        src_tree, dst_full = await asyncio.gather(s.scan(), d.scan())
         src_tree, dst_tree = excl.apply(src_tree), excl.apply(dst_full)
         plan = await _plan(src_tree, dst_tree, d, checksum, delete)
         report.files_skipped = plan.skipped
@@ -103,10 +104,6 @@ async def async_sync(src: str, dst: str, *, delete: bool = False, checksum: bool
         raise SyncError(f"{len(report.errors)} of {len(plan.copy)} transfers failed; first: {report.errors[0]}",
                         "re-run the same command: it transfers only what is missing", report)
     return report
-
-
-async def _list(tree: AnyTree) -> Tree:
-    return await asyncio.to_thread(tree.list) if isinstance(tree, LocalTree) else await tree.list()
 
 
 def _refuse_overlap(s: AnyTree, d: AnyTree) -> None:
@@ -180,7 +177,7 @@ async def _execute(plan: Plan, s: AnyTree, d: AnyTree, src: Tree, report: Transf
                    progress: Progress | None) -> set[str]:
     """Delete, copy, fix metadata; return the paths whose copy failed (their errors are in the report)."""
     if isinstance(d, LocalTree):
-        await asyncio.to_thread(_local_prepare, plan, d, src, report)
+        await asyncio.to_thread(_local_prepare, plan, d, report)
     elif plan.delete:
         await d.delete(plan.delete)
         report.files_deleted += len(plan.delete)
@@ -228,7 +225,7 @@ async def _copy(rel: str, e: Entry, s: AnyTree, d: AnyTree, spool: str | None) -
     else:  # remote -> remote: through a local spool file, streamed both ways
         assert spool is not None
         staging = LocalTree(spool)
-        tmp_rel = f"{abs(hash(rel))}-{os.path.basename(rel)}"
+        tmp_rel = f"{secrets.token_hex(8)}-{os.path.basename(rel)}"
         await s.download(rel, e, staging, tmp_rel)
         try:
             await d.upload(staging.path_of(tmp_rel), rel, e.size)
@@ -236,7 +233,7 @@ async def _copy(rel: str, e: Entry, s: AnyTree, d: AnyTree, spool: str | None) -
             staging.remove(tmp_rel)
 
 
-def _local_prepare(plan: Plan, d: LocalTree, src: Tree, report: TransferReport) -> None:
+def _local_prepare(plan: Plan, d: LocalTree, report: TransferReport) -> None:
     for rel in plan.delete:
         d.remove(rel)
     report.files_deleted += len(plan.delete)
@@ -265,7 +262,7 @@ async def _finish_remote(plan: Plan, failed: set[str], d: RemoteTree, src: Tree,
     A path whose copy failed keeps its old entry (still validated by ETag), so the manifest never
     lends the new source's mode or mtime to old bytes.
     """
-    after = await d.list() if (plan.copy or plan.delete) else dst_before
+    after = await d.scan() if (plan.copy or plan.delete) else dst_before
     copied = set(plan.copy) - failed
     for rel in sorted(copied):
         got = after.files.get(rel)

@@ -8,6 +8,7 @@ dead writer are removed by the next sync that lists the directory.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import secrets
 import shutil
@@ -55,6 +56,10 @@ class LocalTree:
 
     def exists(self) -> bool:
         return os.path.isdir(self.root)
+
+    async def scan(self) -> Tree:
+        """:meth:`list` off the event loop (the same call as :meth:`RemoteTree.scan`)."""
+        return await asyncio.to_thread(self.list)
 
     def list(self) -> Tree:
         """Walk the tree following symlinks that stay inside it; refuse those that escape it or loop."""

@@ -72,7 +72,8 @@ class RemoteTree:
                 out[name[len(prefix):]] = info
         return out
 
-    async def list(self) -> Tree:
+    async def scan(self) -> Tree:
+        """The tree as gpstage sees it: reserved names hidden, unsafe keys refused, manifest applied."""
         raw = await self.raw_listing()
         tree = Tree()
         manifests = []
