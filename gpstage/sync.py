@@ -265,12 +265,12 @@ async def _finish_remote(plan: Plan, failed: set[str], d: RemoteTree, src: Tree,
     after = await d.scan() if (plan.copy or plan.delete) else dst_before
     copied = set(plan.copy) - failed
     for rel in sorted(copied):
-        got = after.files.get(rel)
-        if got is None or got.size != src.files[rel].size:
+        got, want = after.files.get(rel), src.files[rel]
+        if got is None or got.size != want.size or (want.md5 and got.md5 and want.md5 != got.md5):
             failed.add(rel)
             report.files_copied -= 1
-            report.bytes_copied -= src.files[rel].size
-            report.errors.append(f"{join_url(d.url, rel)}: not stored with the expected size {src.files[rel].size}")
+            report.bytes_copied -= want.size
+            report.errors.append(f"{join_url(d.url, rel)}: not stored as sent (size or checksum differs)")
     files = {}
     for rel, e in after.files.items():
         se = src.files.get(rel)
