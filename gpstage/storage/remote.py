@@ -9,15 +9,17 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from gpstage.report import TransferReport
 from gpstage.retry import RetryPolicy
-from gpstage.storage.base import FsspecProvider
 from gpstage.storage.local import LocalTree, _unlink_quietly
 from gpstage.storage.manifest import Manifest
 from gpstage.storage.tree import MANIFEST_NAME, Entry, Tree, check_key, is_reserved
 from gpstage.urls import join_url
+
+if TYPE_CHECKING:  # the provider builds trees; trees only call back into it
+    from gpstage.storage.base import FsspecProvider
 
 T = TypeVar("T")
 
