@@ -50,3 +50,11 @@ def test_plain_aws_style_objects_without_manifest_sync_incrementally(bucket: str
     first = sync(f"s3://{bucket}/plain", str(tmp_path / "d"))
     second = sync(f"s3://{bucket}/plain", str(tmp_path / "d"))
     assert (first.files_copied, second.files_copied, second.files_skipped) == (3, 0, 3)
+
+
+def test_folder_marker_objects_are_dirs_not_errors(bucket: str, s3_client, tmp_path: Path) -> None:
+    """Consoles and some tools write zero-byte "prefix/" markers, for the root and for subfolders."""
+    for key in ("m/", "m/sub/", "m/empty/", "m/sub/f.txt"):
+        s3_client.put_object(Bucket=bucket, Key=key, Body=b"" if key.endswith("/") else b"f")
+    sync(f"s3://{bucket}/m", str(tmp_path / "d"))
+    assert (tmp_path / "d/sub/f.txt").read_text() == "f" and (tmp_path / "d/empty").is_dir()

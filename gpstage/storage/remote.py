@@ -80,6 +80,8 @@ class RemoteTree:
         tree = Tree()
         manifests = []
         for rel, info in raw.items():
+            if not rel:
+                continue  # a "folder" marker object for the root itself
             head, _, name = rel.rpartition("/")
             if rel.endswith("/"):  # a "directory marker" object written by some tools
                 tree.dirs[check_key(rel.rstrip("/"), self.url)] = None
