@@ -20,11 +20,31 @@ ROOT = Path(__file__).resolve().parent.parent
 SERVICES = ROOT / "scripts" / "services.py"
 
 
-def _service_env(name: str) -> dict[str, str]:
-    """Start ``name`` if needed (idempotent) and return the service env file's values."""
-    subprocess.run([sys.executable, str(SERVICES), "start", name], check=True, timeout=120)
-    out = subprocess.run([sys.executable, str(SERVICES), "env"], check=True, capture_output=True, text=True).stdout
-    return dict(line.split("=", 1) for line in out.splitlines() if "=" in line)
+def _services(*args: str) -> str:
+    return subprocess.run([sys.executable, str(SERVICES), *args], check=True, capture_output=True, text=True,
+                          timeout=120).stdout
+
+
+def _env_values() -> dict[str, str]:
+    return dict(line.split("=", 1) for line in _services("env").splitlines() if "=" in line)
+
+
+@pytest.fixture(scope="session")
+def service_env(request: pytest.FixtureRequest):
+    """Start services on demand (idempotent); stop at the end those this session started itself."""
+    started: list[str] = []
+
+    def need(name: str) -> dict[str, str]:
+        before = _env_values()
+        _services("start", name)
+        after = _env_values()
+        if before.keys() != after.keys():
+            started.append(name)
+        return after
+
+    yield need
+    for name in started:
+        _services("stop", name)
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -46,8 +66,8 @@ def _hermetic_aws(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
 
 
 @pytest.fixture(scope="session")
-def s3_endpoint(_hermetic_aws: None) -> str:
-    endpoint = _service_env("s3")["GPSTAGE_TEST_S3_ENDPOINT"]
+def s3_endpoint(_hermetic_aws: None, service_env) -> str:
+    endpoint = service_env("s3")["GPSTAGE_TEST_S3_ENDPOINT"]
     os.environ["AWS_ENDPOINT_URL"] = endpoint
     return endpoint
 
