@@ -27,7 +27,6 @@ class StorageProvider:
 
     scheme: ClassVar[str] = ""
     local: ClassVar[bool] = False  # paths live on this machine's file system
-    shared_filesystem: ClassVar[bool] = False  # the same path is mounted on the server and every node
     extra: ClassVar[str | None] = None  # the pip extra that installs its packages, for error messages
 
     def __init__(self, scheme: str | None = None) -> None:

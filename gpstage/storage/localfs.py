@@ -21,4 +21,3 @@ class NfsProvider(FileProvider):
     """A file system mounted at the same path on the server and every node: staging to itself is a no-op."""
 
     scheme: ClassVar[str] = "nfs"
-    shared_filesystem: ClassVar[bool] = True

@@ -22,7 +22,7 @@ import json
 import time
 from typing import Any
 
-from gpstage.storage.tree import Entry, Tree, check_key
+from gpstage.storage.tree import Tree, check_key
 
 FORMAT = "gpstage-manifest"
 VERSION = 1

@@ -68,9 +68,6 @@ class Excluder:
     def __init__(self, patterns: Iterable[str] = ()) -> None:
         self.patterns: Sequence[str] = tuple(patterns)
 
-    def __bool__(self) -> bool:
-        return bool(self.patterns)
-
     def excluded(self, rel: str) -> bool:
         return any(fnmatch.fnmatchcase(rel, p) for p in self.patterns)
 
