@@ -16,26 +16,13 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from gpstage.credentials import SECRET_ENV_NAMES
 from gpstage.errors import BadInput
 from gpstage.urls import dir_url, join_url, split_url
 
 # GenePattern's upload excludes, written so they match at any depth (aws-style globs cross "/").
 DEFAULT_STAGE_IN_EXCLUDES = ("*~", ".DS_Store", "*/.DS_Store", ".git*", "*/.git*")
 
-# Credential variables that must never travel in a spec (DESIGN.md §11): reference them instead.
-SECRET_ENV_NAMES = frozenset(
-    {
-        "AWS_SECRET_ACCESS_KEY",
-        "AWS_SESSION_TOKEN",
-        "AWS_SECURITY_TOKEN",
-        "AZURE_STORAGE_KEY",
-        "AZURE_STORAGE_ACCOUNT_KEY",
-        "AZURE_STORAGE_CONNECTION_STRING",
-        "AZURE_STORAGE_SAS_TOKEN",
-        "AZURE_CLIENT_SECRET",
-        "GOOGLE_OAUTH_ACCESS_TOKEN",
-    }
-)
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _JOB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 

@@ -1,9 +1,10 @@
-"""Server-side staging of a job's dirs (DESIGN.md §1-§3).
+"""Staging a job's dirs between their local paths and storage (DESIGN.md §1-§3).
 
 ``stage_in`` pushes every ``in``/``inout`` dir from its local path to its URL and stores the spec at
 ``<metadata URL>/job.json``; ``stage_out`` pulls every ``out``/``inout`` dir back. A dir nested in
 another is skipped by its parent's sync and synced once under its own role. A dir whose URL is its
-own path (``nfs:///`` on a shared file system) is not copied: it only has to exist.
+own path (``nfs:///`` on a shared file system) is not copied: it only has to exist. The container
+entry uses the same code with ``node=True``: it pulls the ``in`` dirs and pushes the ``out`` dirs.
 """
 
 from __future__ import annotations
@@ -49,6 +50,12 @@ def nested_excludes(spec: JobSpec, d: DirSpec) -> list[str]:
     return out
 
 
+def check_storage(spec: JobSpec) -> None:
+    """Fail early, before anything is created or copied, if a dir's URL has no usable provider."""
+    for d in spec.dirs:
+        provider_for(spec.url_of(d))
+
+
 def same_path(spec: JobSpec, d: DirSpec) -> bool:
     """True when the dir's URL is the dir itself (shared file system: nothing to copy)."""
     url = spec.url_of(d)
@@ -56,11 +63,17 @@ def same_path(spec: JobSpec, d: DirSpec) -> bool:
     return provider.local and os.path.realpath(provider.local_path(url)) == os.path.realpath(d.path)
 
 
-async def async_stage(spec: JobSpec, inbound: bool, *, jobs: int | None = None, dry_run: bool = False,
-                      progress: Callable[[DirSpec], Progress | None] | None = None,
+async def async_stage(spec: JobSpec, inbound: bool, *, node: bool = False, jobs: int | None = None,
+                      dry_run: bool = False, progress: Callable[[DirSpec], Progress | None] | None = None,
                       retry: RetryPolicy | None = None, roles: tuple[Role, ...] | None = None) -> list[DirTransfer]:
-    """Sync each dir of ``spec`` that moves in this direction: local → URL when ``inbound``, else back."""
+    """Sync each dir of ``spec`` that moves in this direction (``inbound``: the ``in``/``inout`` dirs).
+
+    On the server (``node=False``) inbound pushes local → URL and stores the spec; outbound pulls back.
+    On the compute node (``node=True``, the container entry) it is the mirror image: inbound pulls
+    URL → local path, outbound pushes local → URL.
+    """
     out = []
+    to_storage = inbound != node
     for d in spec.dirs:
         direction = d.effective_direction
         if not (direction.pushes_in if inbound else direction.pulls_out) or (roles and d.role not in roles):
@@ -73,19 +86,25 @@ async def async_stage(spec: JobSpec, inbound: bool, *, jobs: int | None = None, 
                 raise BadInput(f"{d.role.value} dir {d.path} does not exist", "create it or fix the path in the job spec")
             t.skipped = "shared file system: the URL is the dir itself"
             continue
-        if inbound and not os.path.isdir(d.path):
-            if d.role in MAY_BE_EMPTY:
+        src, dst = (d.path, url) if to_storage else (url, d.path)
+        if not await _source_exists(src):
+            if d.role in MAY_BE_EMPTY or (node and not inbound):
                 t.skipped = "does not exist yet"
                 continue
-            raise BadInput(f"{d.role.value} dir {d.path} does not exist", "create it or fix the path in the job spec")
+            raise BadInput(f"{d.role.value} dir {src} does not exist", "create it or fix the path in the job spec")
         excludes = list(d.exclude if d.exclude is not None else (DEFAULT_STAGE_IN_EXCLUDES if inbound else ()))
         excludes += nested_excludes(spec, d)
-        src, dst = (d.path, url) if inbound else (url, d.path)
         t.report = await async_sync(src, dst, jobs=jobs, exclude=excludes, dry_run=dry_run,
                                     progress=progress(d) if progress else None, retry=retry)
-    if inbound and not dry_run:
+    if inbound and not node and not dry_run:
         await write_url(spec.spec_url, spec.to_json().encode(), retry)
     return out
+
+
+async def _source_exists(src: str) -> bool:
+    """Local sources must exist; a remote prefix counts as existing (an empty one is simply empty)."""
+    provider = provider_for(src)
+    return not provider.local or os.path.isdir(provider.local_path(src))
 
 
 def stage_in(spec: JobSpec, **kwargs: Any) -> list[DirTransfer]:

@@ -18,6 +18,10 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 SERVICES = ROOT / "scripts" / "services.py"
+sys.path.insert(0, str(ROOT))  # examples/ (the sample module) is shared by the tests and the demo
+
+# Storage every job-level test runs on (the entry now, every launcher later); gs/az join here.
+JOB_STORAGE = ["file", "nfs", "s3"]
 
 
 def _services(*args: str) -> str:
@@ -90,6 +94,17 @@ def bucket(s3_client) -> Iterator[str]:
         if keys:
             s3_client.delete_objects(Bucket=name, Delete={"Objects": keys})
     s3_client.delete_bucket(Bucket=name)
+
+
+@pytest.fixture(params=JOB_STORAGE)
+def job_storage_root(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A storage root for a whole job: a copy on local disk, a shared file system (``nfs:///``: staging
+    is a no-op), or an S3 bucket on the moto server."""
+    if request.param == "file":
+        return f"file://{tmp_path}/storage root"
+    if request.param == "nfs":
+        return "nfs:///"
+    return f"s3://{request.getfixturevalue('bucket')}/gp"
 
 
 @pytest.fixture

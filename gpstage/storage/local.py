@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import os
 import secrets
-import shutil
 import stat
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -153,9 +152,13 @@ class LocalTree:
         os.replace(tmp, final)
 
     def copy_in(self, src: str, rel: str, entry: Entry) -> None:
-        """Copy local file ``src`` to ``rel`` atomically, keeping mode and mtime."""
+        """Copy local file ``src`` to ``rel`` atomically, keeping mode and mtime.
+
+        Exactly the listed ``entry.size`` bytes are copied, so a log that grows while it is pushed
+        arrives as a consistent prefix, not as a size mismatch.
+        """
         with self.atomic_write(rel, entry.size, entry.mode, entry.mtime_ns) as tmp:
-            shutil.copyfile(src, tmp)
+            copy_prefix(src, tmp, entry.size)
 
     def write_file(self, rel: str, data: bytes) -> None:
         """Write ``data`` to ``rel`` atomically."""
@@ -189,3 +192,24 @@ def _unlink_quietly(path: str) -> None:
         os.unlink(path)
     except FileNotFoundError:
         pass
+
+
+def copy_prefix(src: str, dst: str, size: int) -> None:
+    """Copy the first ``size`` bytes of ``src`` to a new file ``dst`` (kernel-side where possible)."""
+    with open(src, "rb") as fin, open(dst, "wb") as fout:
+        done = 0
+        try:
+            while done < size:
+                sent = os.sendfile(fout.fileno(), fin.fileno(), done, size - done)
+                if sent == 0:
+                    break  # the source shrank: commit() reports the size mismatch
+                done += sent
+        except OSError:  # no sendfile between these files: copy in user space
+            fin.seek(done)
+            fout.seek(done)
+            while done < size:
+                chunk = fin.read(min(1 << 20, size - done))
+                if not chunk:
+                    break
+                fout.write(chunk)
+                done += len(chunk)

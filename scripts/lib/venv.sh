@@ -16,7 +16,7 @@ ensure_venv() {
   if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
     echo "== installing gpstage and its test dependencies into .venv (pip)"
     "$root/.venv/bin/python" -m pip install -q --upgrade pip
-    "$root/.venv/bin/python" -m pip install -q -e "$root[all,test]"
+    "$root/.venv/bin/python" -m pip install -q -e "$root[all,test,bench]"
     echo "$want" > "$stamp"
   fi
 }

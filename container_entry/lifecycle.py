@@ -1,0 +1,239 @@
+"""One job, start to end, inside its container or on its node: written once for every runner.
+
+1. create the dirs, pull every ``in``/``inout`` dir to its identical path;
+2. source the pre-run custom script (its exports reach the module), run the spec's pre-hooks;
+3. run the executable with bash through the runner, stdout/stderr to their own files, the metadata
+   dir pushed every 30 s meanwhile;
+4. write ``exit_code.txt`` and ``status.json``; 5. run the post-hooks;
+6. push every ``out``/``inout`` dir — also when the module failed — then source the post-run custom
+   script; 7. push the metadata dir LAST, so a terminal ``status.json`` on storage means every
+   output is already there.
+A failure in any step is recorded (state ERROR, exit 125) and the logs are still pushed.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import traceback
+from collections.abc import Mapping
+from typing import Any
+
+from container_entry.environment import module_environment, run_hook, script_variables, source_script
+from container_entry.record import EntryLog, now, write_exit_code, write_status
+from container_entry.runners import Runner, RunRequest
+from container_entry.settings import LOG_NAME, STATUS_NAME, EntrySettings
+from container_entry.supervise import LivePush, Outcome, Supervisor
+from gpstage.aio import run_sync
+from gpstage.errors import GpstageError
+from gpstage.spec import JobSpec, Role
+from gpstage.stage import DirTransfer, async_stage
+from gpstage.states import EXIT_GPSTAGE_ERROR, EXIT_NOT_FOUND, EXIT_SIGNAL_BASE, EXIT_TIMEOUT, JobState, JobStatus, Reason
+
+HANDLED_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+
+
+class EntryCancelled(BaseException):
+    """A signal arrived before the module started. BaseException: no ``except Exception`` retries it."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+class Entry:
+    """Runs ``spec`` with ``runner``; :meth:`run` returns the exit code of DESIGN.md §9."""
+
+    def __init__(self, spec: JobSpec, runner: Runner, settings: EntrySettings, env: Mapping[str, str] | None = None) -> None:
+        self.spec, self.runner, self.settings = spec, runner, settings
+        self.env = dict(os.environ if env is None else env)
+        self.log = EntryLog(settings.quiet)
+        md = spec.metadata_dir
+        self.paths = {"stdout": settings.in_metadata(md, settings.stdout_name),
+                      "stderr": settings.in_metadata(md, settings.stderr_name),
+                      "exitcode": settings.in_metadata(md, settings.exitcode_name),
+                      "status": os.path.join(md, STATUS_NAME), "log": os.path.join(md, LOG_NAME)}
+        self.status = JobStatus(job_id=spec.job_id, state=JobState.STAGING, started_at=now())
+        self.phase = "setup"  # setup -> starting -> running -> finishing: what a signal does depends on it
+        self.supervisor: Supervisor | None = None
+        self.pending_signal: int | None = None
+        self.exported: dict[str, str | None] = {}
+
+    # ---- the run --------------------------------------------------------------------------
+    def run(self) -> int:
+        previous = {s: signal.signal(s, self._on_signal) for s in HANDLED_SIGNALS}
+        try:
+            pulled = self._run_steps()
+            self.phase = "finishing"
+            self._finish(pulled)
+        finally:
+            for s, handler in previous.items():
+                signal.signal(s, handler)
+            self.log.close()
+        assert self.status.exit_code is not None
+        return self.status.exit_code
+
+    def _run_steps(self) -> bool:
+        """Steps 1-5; returns whether the dirs were pulled (only then are they pushed back)."""
+        pulled = False
+        try:
+            self._make_dirs()
+            with self.log.step("stage-in", self.status.phases):
+                self._transfers("in", self._stage(inbound=True))
+            pulled = True
+            self._write_status()
+            self._custom_script("prerun", self.settings.prerun_script)
+            env = module_environment(self.env, self.exported, self.spec)
+            self._hooks("pre-hooks", self.spec.hooks.pre, env)
+            self._record(self._run_module(env))
+            write_exit_code(self.paths["exitcode"], self.status.exit_code or 0)
+            self._hooks("post-hooks", self.spec.hooks.post, env)
+        except EntryCancelled as c:
+            self.log(f"cancelled by {c} before the module started")
+            self._end(JobState.CANCELLED, EXIT_SIGNAL_BASE + c.signum, Reason.CANCELLED, signal=str(c))
+        except GpstageError as e:
+            self._error(e)
+        except Exception as e:  # noqa: BLE001 - a bug must still leave a record and push the logs
+            self.log.raw(traceback.format_exc())
+            self._error(GpstageError(f"internal error: {type(e).__name__}: {e}", "report this as a gpstage bug"))
+        return pulled
+
+    def _finish(self, pulled: bool) -> None:
+        """Steps 6-7: push outputs (always), the post-run script, the final record, the metadata dir last."""
+        if pulled:
+            others = tuple(r for r in Role if r is not Role.METADATA)
+            try:
+                with self.log.step("stage-out", self.status.phases):
+                    self._transfers("out", self._stage(inbound=False, roles=others))
+                self._custom_script("postrun", self.settings.postrun_script)
+            except GpstageError as e:
+                self._error(e)
+        self.status.ended_at = now()
+        try:
+            write_exit_code(self.paths["exitcode"], self.status.exit_code or 0)
+            self._write_status()
+            self.log(f"finished: {self.status.state.value}, exit code {self.status.exit_code}")
+            transfers = self._stage(inbound=False, roles=(Role.METADATA,))
+            self.log(f"pushed the metadata dir: {_summaries(transfers)}")
+        except GpstageError as e:
+            self.log(f"could not push the metadata dir: {e}")
+            self.status.exit_code = EXIT_GPSTAGE_ERROR
+
+    # ---- steps ----------------------------------------------------------------------------
+    def _make_dirs(self) -> None:
+        try:
+            for d in self.spec.dirs:
+                os.makedirs(d.path, exist_ok=True)
+        except OSError as e:
+            raise GpstageError(f"cannot create job dir {e.filename}: {e.strerror}",
+                               "run the entry as a user that may write there, or fix the paths") from None
+        self.log.open(self.paths["log"])
+        self.log(f"job {self.spec.job_id}: runner {self.runner.name}, storage {self.spec.storage_root}")
+
+    def _stage(self, inbound: bool, roles: tuple[Role, ...] | None = None) -> list[DirTransfer]:
+        return run_sync(async_stage(self.spec, inbound, node=True, jobs=self.settings.jobs, roles=roles))
+
+    def _transfers(self, phase: str, transfers: list[DirTransfer]) -> None:
+        for t in transfers:
+            self.status.transfers.append({"phase": phase, **t.to_dict()})
+            self.log(f"  {t.role} {t.path}: {t.skipped or (t.report.summary() if t.report else '')}")
+
+    def _custom_script(self, name: str, path: str) -> None:
+        """GenePattern's runS3Batch_{pre,post}run_custom.sh: sourced when present, with the storage credentials."""
+        if not os.path.isfile(path):
+            return
+        env = {**self.env, **{k: v for k, v in self.exported.items() if v is not None},
+               **script_variables(self.spec, self.paths)}
+        with self.log.step(f"{name} {path}", self.status.phases):
+            changed = source_script(path, env, self.spec.workdir, self.log)
+        if name == "prerun":
+            self.exported = changed
+            if changed:
+                self.log(f"  exported to the module: {', '.join(sorted(changed))}")
+
+    def _hooks(self, phase: str, hooks: list[str], env: dict[str, str]) -> None:
+        for hook in hooks:
+            with self.log.step(f"{phase} {hook}", self.status.phases):
+                run_hook(hook, env, self.spec.workdir, self.log)
+
+    def _run_module(self, env: dict[str, str]) -> Outcome:
+        exe = self.spec.executable_path
+        if any(_within(exe, d.path) for d in self.spec.dirs) and not os.path.isfile(exe):
+            raise _MissingExecutable(exe)
+        request = RunRequest(argv=["bash", exe], cwd=self.spec.workdir, env=env, stdout_path=self.paths["stdout"],
+                             stderr_path=self.paths["stderr"], spec=self.spec)
+        self.runner.check(self.spec)
+        self.status.state = JobState.RUNNING
+        self._write_status()
+        push = LivePush(lambda: self._stage(inbound=False, roles=(Role.METADATA,)), self.settings.log_push_interval, self.log)
+        with self.log.step(f"run {exe}", self.status.phases), push:
+            self.phase = "starting"
+            run = self.runner.start(request)
+            try:
+                self.supervisor = Supervisor(run, self.spec.resources.time_s, self.settings.kill_grace)
+                self.phase = "running"
+                if self.pending_signal:
+                    self.supervisor.forward(self.pending_signal)
+                outcome = self.supervisor.wait()
+            finally:
+                self.phase = "finishing"
+                self.supervisor = None
+                run.cleanup()
+        self.status.phases["run"] = self.status.phases.pop(f"run {exe}")
+        return outcome
+
+    # ---- records --------------------------------------------------------------------------
+    def _record(self, o: Outcome) -> None:
+        if o.cancelled_by and o.status != 0:
+            code = EXIT_SIGNAL_BASE + (-o.status if o.status < 0 else o.cancelled_by)
+            self._end(JobState.CANCELLED, code, Reason.CANCELLED, signal=signal.Signals(o.cancelled_by).name)
+        elif o.timed_out:
+            self._end(JobState.FAILED, EXIT_TIMEOUT, Reason.TIMEOUT,
+                      message=f"time limit of {self.spec.resources.time_s} s reached")
+        elif o.status < 0:
+            name = signal.Signals(-o.status).name
+            self._end(JobState.FAILED, EXIT_SIGNAL_BASE - o.status, Reason.SIGNAL, signal=name, message=f"killed by {name}")
+        else:
+            self._end(JobState.SUCCEEDED if o.status == 0 else JobState.FAILED, o.status, Reason.EXITED)
+        self.log(f"module ended: {self.status.state.value}, exit code {self.status.exit_code}")
+
+    def _end(self, state: JobState, code: int, reason: Reason, **fields: Any) -> None:
+        self.status.state, self.status.exit_code, self.status.reason = state, code, reason
+        for k, v in fields.items():
+            setattr(self.status, k, v)
+
+    def _error(self, e: GpstageError) -> None:
+        self.log(f"error: {e}")
+        if isinstance(e, _MissingExecutable):
+            self._end(JobState.ERROR, EXIT_NOT_FOUND, Reason.MISSING_EXECUTABLE, message=str(e))
+        elif self.status.state in (JobState.FAILED, JobState.CANCELLED):
+            # The module's own result says more than a later step's failure; keep it, note the failure.
+            self.status.message = "; ".join(filter(None, (self.status.message, str(e))))
+        else:
+            self._end(JobState.ERROR, EXIT_GPSTAGE_ERROR, Reason.ERROR, message=str(e))
+
+    def _write_status(self) -> None:
+        write_status(self.paths["status"], self.status)
+
+    def _on_signal(self, signum: int, _frame: object) -> None:
+        self.log(f"received {signal.Signals(signum).name}")
+        if self.phase == "setup":
+            raise EntryCancelled(signum)
+        if self.phase == "running" and self.supervisor:
+            self.supervisor.forward(signum)
+        elif self.phase == "starting":
+            self.pending_signal = signum
+        # finishing: the outputs and logs are being pushed; the launcher's own KILL bounds this
+
+
+class _MissingExecutable(GpstageError):
+    def __init__(self, path: str) -> None:
+        super().__init__(f"the executable {path} does not exist", "check EXECUTABLE / the spec's executable and the staged dirs")
+
+
+def _within(path: str, parent: str) -> bool:
+    return path.startswith(parent.rstrip("/") + "/")
+
+
+def _summaries(transfers: list[DirTransfer]) -> str:
+    return "; ".join(t.skipped or (t.report.summary() if t.report else "") for t in transfers)

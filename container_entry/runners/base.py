@@ -1,0 +1,61 @@
+"""The runner interface: where the module's executable runs, once, for the container entry.
+
+The entry owns the job's lifecycle (pull, hooks, run, record, push); a runner owns only "start this
+command with these dirs, this environment and these output files, then let me wait for it or
+signal it". ``process`` runs it as a child process (the entry is already inside the module's image,
+or there is none); ``docker`` and ``apptainer`` start the module's image with the job's dirs mounted
+at identical paths. A runner never stages, never records, never talks to storage.
+"""
+
+from __future__ import annotations
+
+import signal
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import ClassVar
+
+from gpstage.spec import JobSpec
+
+
+@dataclass(frozen=True)
+class RunRequest:
+    """Everything needed to run the module once; paths are identical inside and outside a container."""
+
+    argv: list[str]  # e.g. ["bash", "/opt/gp/jobResults/5/.gp_metadata/exec.sh"]
+    cwd: str  # the working dir
+    env: dict[str, str]  # the module's whole environment (credentials already stripped)
+    stdout_path: str  # the module's stdout goes here, streamed, never buffered in memory
+    stderr_path: str
+    spec: JobSpec  # image, resources and dirs, for runners that start a container
+
+
+class ModuleRun(ABC):
+    """A started module. The entry polls :meth:`wait` and forwards signals with :meth:`send_signal`."""
+
+    @abstractmethod
+    def wait(self, timeout: float | None) -> int | None:
+        """Block up to ``timeout`` seconds (None: until it ends). Return None while it still runs, else
+        its status: the exit code (>= 0), or ``-N`` when signal N killed it."""
+
+    @abstractmethod
+    def send_signal(self, sig: int) -> None:
+        """Deliver ``sig`` to the whole module (its process group or container); a no-op once it ended."""
+
+    def kill(self) -> None:
+        self.send_signal(signal.SIGKILL)
+
+    def cleanup(self) -> None:
+        """Release what the run holds (containers, files) after it ended; called exactly once."""
+
+
+class Runner(ABC):
+    """Starts the module's executable. One instance per entry run; settings come from the environment."""
+
+    name: ClassVar[str]
+
+    def check(self, spec: JobSpec) -> None:
+        """Raise :class:`gpstage.errors.BadInput` early when ``spec`` cannot run here (e.g. no image)."""
+
+    @abstractmethod
+    def start(self, request: RunRequest) -> ModuleRun:
+        """Start the module; raise :class:`gpstage.errors.GpstageError` when it cannot start at all."""

@@ -1,0 +1,64 @@
+"""The entry's settings: command-line flags over environment variables over defaults.
+
+Environment names follow GenePattern's runS3OnBatch.sh where it has one (``STDOUT_FILENAME``,
+``STDERR_FILENAME``, ``EXITCODE_FILENAME``, ``GP_METADATA_DIR``), so existing job definitions keep
+working; gpstage's own settings are ``GPSTAGE_*``.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from gpstage.errors import BadInput
+
+PRERUN_SCRIPT = "/usr/local/bin/runS3Batch_prerun_custom.sh"
+POSTRUN_SCRIPT = "/usr/local/bin/runS3Batch_postrun_custom.sh"
+LOG_NAME = "gpstage-entry.log"  # the entry's own log, beside (never mixed with) the module's output
+STATUS_NAME = "status.json"
+
+
+@dataclass(frozen=True)
+class EntrySettings:
+    stdout_name: str = "stdout.txt"  # relative names are inside the metadata dir
+    stderr_name: str = "stderr.txt"
+    exitcode_name: str = "exit_code.txt"
+    prerun_script: str = PRERUN_SCRIPT  # sourced (its exports reach the module) if it exists
+    postrun_script: str = POSTRUN_SCRIPT
+    log_push_interval: float = 30.0  # seconds between pushes of the metadata dir while the module runs; 0: never
+    kill_grace: float = 10.0  # seconds between TERM and KILL at the time limit
+    jobs: int | None = None  # parallel transfers per dir (None: the sync engine's default)
+    quiet: bool = False  # do not echo the entry log to stderr
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str], **overrides: object) -> EntrySettings:
+        """Read ``env``; ``overrides`` (flags given on the command line) win over it."""
+        values: dict[str, object] = {
+            "stdout_name": env.get("STDOUT_FILENAME") or cls.stdout_name,
+            "stderr_name": env.get("STDERR_FILENAME") or cls.stderr_name,
+            "exitcode_name": env.get("EXITCODE_FILENAME") or cls.exitcode_name,
+            "prerun_script": env.get("GPSTAGE_PRERUN_SCRIPT") or cls.prerun_script,
+            "postrun_script": env.get("GPSTAGE_POSTRUN_SCRIPT") or cls.postrun_script,
+            "log_push_interval": _number(env, "GPSTAGE_LOG_PUSH_INTERVAL", cls.log_push_interval),
+            "kill_grace": _number(env, "GPSTAGE_KILL_GRACE", cls.kill_grace),
+            "jobs": int(_number(env, "GPSTAGE_JOBS", 0)) or None,
+        }
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        return cls(**values)  # type: ignore[arg-type]
+
+    def in_metadata(self, metadata_dir: str, name: str) -> str:
+        return name if os.path.isabs(name) else os.path.join(metadata_dir, name)
+
+
+def _number(env: Mapping[str, str], name: str, default: float) -> float:
+    raw = env.get(name)
+    if not raw:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise BadInput(f"{name}={raw!r} is not a number", f"set {name} to a number of seconds (or unset it)") from None
+    if value < 0:
+        raise BadInput(f"{name}={raw!r} is negative", f"set {name} to 0 or more")
+    return value

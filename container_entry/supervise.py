@@ -1,0 +1,90 @@
+"""Watching the running module: its time limit, forwarded signals, and live pushes of the logs.
+
+The time limit is the entry's own (DESIGN.md §10): TERM to the whole module, a grace period, then
+KILL, recorded as 142. A signal the entry receives is forwarded to the module (the same grace and
+KILL follow). While the module runs, a background thread pushes the metadata dir every
+``interval`` seconds so that ``stdout.txt``/``stderr.txt`` can be followed remotely.
+"""
+
+from __future__ import annotations
+
+import signal
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from container_entry.runners import ModuleRun
+
+POLL_S = 0.2  # how often the supervisor looks at the clock and the module
+
+
+@dataclass
+class Outcome:
+    status: int  # the runner's status: exit code >= 0, or -N for signal N
+    timed_out: bool = False
+    cancelled_by: int | None = None  # the signal the entry received and forwarded, if any
+
+
+class Supervisor:
+    """Runs until the module ends; :meth:`forward` may be called from a signal handler at any time."""
+
+    def __init__(self, run: ModuleRun, time_limit: float | None, kill_grace: float) -> None:
+        self.run = run
+        self.time_limit = time_limit
+        self.kill_grace = kill_grace
+        self.cancelled_by: int | None = None
+        self._kill_at: float | None = None
+
+    def forward(self, signum: int) -> None:
+        self.cancelled_by = signum
+        self.run.send_signal(signum)
+        self._arm_kill()
+
+    def _arm_kill(self) -> None:
+        if self._kill_at is None:
+            self._kill_at = time.monotonic() + self.kill_grace
+
+    def wait(self) -> Outcome:
+        deadline = time.monotonic() + self.time_limit if self.time_limit else None
+        timed_out = False
+        while True:
+            status = self.run.wait(POLL_S)
+            if status is not None:
+                return Outcome(status, timed_out, self.cancelled_by)
+            now = time.monotonic()
+            if deadline is not None and now >= deadline and not timed_out:
+                timed_out = True
+                self.run.send_signal(signal.SIGTERM)
+                self._arm_kill()
+            if self._kill_at is not None and now >= self._kill_at:
+                self.run.kill()
+                self._kill_at = float("inf")  # once
+
+
+class LivePush:
+    """Calls ``push`` every ``interval`` seconds in a thread until stopped; failures are only logged."""
+
+    def __init__(self, push: Callable[[], None], interval: float, log: Callable[[str], None]) -> None:
+        self.push, self.interval, self.log = push, interval, log
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="gpstage-live-push", daemon=True)
+        self.pushes = 0
+
+    def __enter__(self) -> LivePush:
+        if self.interval > 0:
+            self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join()
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.interval):
+            try:
+                self.push()
+                self.pushes += 1
+            except Exception as err:  # noqa: BLE001 - a failed live push must not stop the job; the final push reports
+                self.log(f"live push of the logs failed (will retry in {self.interval:g} s): {err}")
