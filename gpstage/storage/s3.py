@@ -1,27 +1,35 @@
-"""Amazon S3 and S3-compatible stores (s3fs), configured from the standard AWS environment.
+"""Amazon S3 and S3-compatible stores, configured from the standard AWS environment.
 
 Endpoint: ``AWS_ENDPOINT_URL_S3`` or ``AWS_ENDPOINT_URL``; credentials: ``AWS_ACCESS_KEY_ID`` /
-``AWS_SECRET_ACCESS_KEY`` / ``AWS_SESSION_TOKEN``, ``AWS_PROFILE``, or whatever else botocore's
-credential chain finds (job roles on AWS Batch); region: ``AWS_DEFAULT_REGION`` / ``AWS_REGION``.
-botocore's and s3fs's own retries are switched off: gpstage's policy retries and counts (DESIGN.md §6).
+``AWS_SECRET_ACCESS_KEY`` / ``AWS_SESSION_TOKEN``, else whatever botocore's credential chain finds
+(``AWS_PROFILE``, SSO, job roles on AWS Batch); region: ``AWS_REGION`` / ``AWS_DEFAULT_REGION``.
+Requests go through gpstage's lean client (:mod:`gpstage.storage.s3client`); there is no SDK retry
+loop underneath, gpstage's policy retries and counts every request (DESIGN.md §6).
 """
 
 from __future__ import annotations
 
+import asyncio
 import os
+from contextlib import suppress
 from typing import Any, ClassVar
 
-from gpstage.errors import BadInput, GpstageError, StorageError
+from gpstage.errors import BadInput, GpstageError, MissingDependency, StorageError
 from gpstage.retry import cause_chain, error_code
 from gpstage.storage.base import FsspecProvider
+from gpstage.storage.local import LocalTree, _unlink_quietly
 from gpstage.storage.remote import RemoteTree
 from gpstage.storage.tree import Entry
 from gpstage.urls import split_url
 
-PART_SIZE = 8 * 2**20  # multipart part size: bounds memory per transfer (s3fs reads a part at a time)
-PARTS_IN_FLIGHT = 4
+PART_SIZE = 8 * 2**20  # files above this go multipart, in parts of this size (aws CLI's default)
+PARTS_IN_FLIGHT = 4  # per file; with LARGE_JOBS files at once this bounds the memory held in parts
+READ_IN_LOOP = 64 * 2**10  # smaller files are read in the event loop: a thread hop costs more than the read
+DOWNLOAD_CHUNK = 2**20
+DELETE_BATCH = 1000  # DeleteObjects' limit
 CONNECT_TIMEOUT_S = 10
 READ_TIMEOUT_S = 60
+POOL = 64
 
 
 def endpoint_url() -> str | None:
@@ -39,29 +47,23 @@ class S3Provider(FsspecProvider):
             raise BadInput(f"{url!r} names no bucket", "write s3://BUCKET/prefix")
         return path
 
-    def filesystem_options(self, url: str) -> dict[str, Any]:
-        config: dict[str, Any] = {
-            "retries": {"total_max_attempts": 1, "mode": "standard"},
-            "connect_timeout": CONNECT_TIMEOUT_S,
-            "read_timeout": READ_TIMEOUT_S,
-            "max_pool_connections": 64,
-        }
-        opts: dict[str, Any] = {"config_kwargs": config, "max_concurrency": 1}
-        if endpoint_url():
-            opts["endpoint_url"] = endpoint_url()
-        if os.environ.get("AWS_PROFILE"):
-            opts["profile"] = os.environ["AWS_PROFILE"]
-        return opts
-
     def make_filesystem(self, url: str) -> Any:
-        fs = super().make_filesystem(url)
-        fs.retries = 1  # s3fs's own retry loop: one attempt, gpstage's policy does the rest
-        return fs
+        try:
+            from gpstage.storage.s3client import NoCredentialsError, S3Client, credential_source, default_region
+        except ImportError as err:
+            raise MissingDependency(f"the s3:// scheme needs {err.name}, which is not installed", "pip install 'gpstage[s3]'") from None
+        try:
+            creds = credential_source()
+        except NoCredentialsError:
+            raise self.describe_error(NoCredentialsError(), url) from None
+        except ImportError:
+            raise MissingDependency("no AWS credentials in the environment, and botocore (to read profiles and roles) "
+                                    "is not installed", "set AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY or pip install 'gpstage[s3]'") from None
+        return S3Client(endpoint_url(), default_region(), creds, connect_timeout=CONNECT_TIMEOUT_S,
+                        read_timeout=READ_TIMEOUT_S, pool=POOL)
 
     async def close_filesystem(self, fs: Any) -> None:
-        client = getattr(fs, "_s3", None)
-        if client is not None:
-            await client.close()
+        await fs.close()
 
     def entry_from_info(self, info: dict[str, Any]) -> Entry:
         entry = super().entry_from_info(info)
@@ -69,9 +71,6 @@ class S3Provider(FsspecProvider):
         if etag and "-" not in etag and len(etag) == 32:
             entry.md5 = etag  # single-part uploads: the ETag is the MD5 of the content
         return entry
-
-    def upload_options(self, size: int) -> dict[str, Any]:
-        return {"chunksize": PART_SIZE, "max_concurrency": PARTS_IN_FLIGHT}
 
     def tree(self, url: str, fs: Any, retry: Any, report: Any) -> RemoteTree:
         return S3Tree(self, url, fs, retry, report)
@@ -82,7 +81,8 @@ class S3Provider(FsspecProvider):
         if "NoCredentialsError" in names or "PartialCredentialsError" in names:
             return StorageError(f"{url}: no AWS credentials found",
                                 "set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or AWS_PROFILE, in the environment")
-        if names & {"EndpointConnectionError", "ConnectTimeoutError", "ClientConnectorError"}:
+        if names & {"ClientConnectorError", "ConnectionRefusedError", "ClientConnectorDNSError", "ServerTimeoutError",
+                    "ConnectionTimeoutError", "SocketTimeoutError"}:
             where = endpoint_url() or "the AWS default endpoint"
             return StorageError(f"{url}: cannot reach the S3 endpoint {where}",
                                 "check AWS_ENDPOINT_URL / AWS_ENDPOINT_URL_S3 and that the server is running")
@@ -92,25 +92,107 @@ class S3Provider(FsspecProvider):
         if code in ("InvalidAccessKeyId", "SignatureDoesNotMatch", "AccessDenied", "ExpiredToken"):
             return StorageError(f"{url}: S3 refused the credentials ({code})",
                                 "check AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY / AWS_PROFILE and the bucket policy")
+        if code in ("PermanentRedirect", "AuthorizationHeaderMalformed", "IncorrectEndpoint"):
+            region = next((e.headers.get("x-amz-bucket-region") for e in cause_chain(exc) if hasattr(e, "headers")), None)
+            return StorageError(f"{url}: the bucket is in another region{f' ({region})' if region else ''}",
+                                f"set AWS_REGION={region or 'the bucket region'}")
         return super().describe_error(exc, url)
 
 
 class S3Tree(RemoteTree):
-    """Lists with ListObjectsV2 directly: one request per 1,000 keys, nothing else (no HEADs)."""
+    """Lists with ListObjectsV2 only (one request per 1,000 keys, no HEADs); small files are one PUT
+    with Content-MD5, large ones a multipart upload with a bounded number of parts in memory."""
+
+    def __init__(self, *args: Any) -> None:
+        super().__init__(*args)
+        self.bucket, _, key = self.root.partition("/")
+        self.prefix = f"{key}/" if key else ""
+        self.part_slots = asyncio.Semaphore(2 * PARTS_IN_FLIGHT)  # parts in memory across all files of this sync
+
+    def object_key(self, rel: str) -> str:
+        return f"{self.prefix}{rel}"
 
     async def raw_listing(self) -> dict[str, dict[str, Any]]:
-        bucket, _, key = self.root.partition("/")
-        prefix = f"{key}/" if key else ""
-        client = await self.fs.set_session()
         out: dict[str, dict[str, Any]] = {}
         token: str | None = None
         while True:
-            kwargs: dict[str, Any] = {"Bucket": bucket, "Prefix": prefix}
-            if token:
-                kwargs["ContinuationToken"] = token
-            page = await self.call(lambda kw=kwargs: client.list_objects_v2(**kw))
-            for obj in page.get("Contents", ()):
-                out[obj["Key"][len(prefix):]] = {"size": obj["Size"], "ETag": obj.get("ETag"), "LastModified": obj.get("LastModified")}
-            token = page.get("NextContinuationToken") if page.get("IsTruncated") else None
+            objects, token = await self.call(lambda t=token: self.fs.list_page(self.bucket, self.prefix, t))
+            for obj in objects:
+                out[obj["Key"][len(self.prefix):]] = {"size": obj["Size"], "ETag": obj["ETag"], "LastModified": obj["LastModified"]}
             if not token:
                 return out
+
+    async def read_bytes(self, rel: str) -> bytes:
+        return await self.call(lambda: self.fs.get_bytes(self.bucket, self.object_key(rel)), rel)
+
+    async def write_bytes(self, rel: str, data: bytes) -> None:
+        await self.call(lambda: self.fs.put_bytes(self.bucket, self.object_key(rel), data), rel)
+
+    async def upload(self, local_path: str, rel: str, size: int) -> None:
+        """Upload exactly ``size`` bytes (the listed size: a growing log arrives as a consistent prefix)."""
+        if size > PART_SIZE:
+            return await self._multipart(local_path, rel, size)
+        data = read_range(local_path, 0, size) if size <= READ_IN_LOOP else await asyncio.to_thread(read_range, local_path, 0, size)
+        await self.write_bytes(rel, data)
+
+    async def _multipart(self, local_path: str, rel: str, size: int) -> None:
+        key = self.object_key(rel)
+        upload_id = await self.call(lambda: self.fs.create_multipart(self.bucket, key), rel)
+        count = -(-size // PART_SIZE)
+        etags = [""] * count
+        in_flight = asyncio.Semaphore(PARTS_IN_FLIGHT)
+
+        async def part(i: int) -> None:
+            async with in_flight, self.part_slots:
+                offset = i * PART_SIZE
+                data = await asyncio.to_thread(read_range, local_path, offset, min(PART_SIZE, size - offset))
+                etags[i] = await self.call(lambda: self.fs.upload_part(self.bucket, key, upload_id, i + 1, data), rel)
+
+        try:
+            await gather_or_cancel(part(i) for i in range(count))
+            await self.call(lambda: self.fs.complete_multipart(self.bucket, key, upload_id, etags), rel)
+        except BaseException:
+            with suppress(Exception):
+                await self.fs.abort_multipart(self.bucket, key, upload_id)
+            raise
+
+    async def download(self, rel: str, entry: Entry, dst: LocalTree, dst_rel: str | None = None) -> None:
+        """Stream ``rel`` into a temp file in ``dst``; renamed into place once its size is verified."""
+        final, tmp = await asyncio.to_thread(dst.prepare, dst_rel or rel)
+        key = self.object_key(rel)
+
+        async def fetch() -> None:
+            with open(tmp, "wb") as f:
+                async for block in self.fs.get_chunks(self.bucket, key, DOWNLOAD_CHUNK):
+                    f.write(block)
+
+        try:
+            await self.call(fetch, rel)
+            await asyncio.to_thread(dst.commit, tmp, final, entry.size, entry.mode, entry.time_ns)
+        finally:
+            await asyncio.to_thread(_unlink_quietly, tmp)
+
+    async def delete(self, rels: list[str]) -> None:
+        keys = [self.object_key(r) for r in rels]
+        for i in range(0, len(keys), DELETE_BATCH):
+            batch = keys[i:i + DELETE_BATCH]
+            await self.call(lambda b=batch: self.fs.delete_objects(self.bucket, b))
+
+
+def read_range(path: str, offset: int, length: int) -> bytes:
+    with open(path, "rb") as f:
+        if offset:
+            f.seek(offset)
+        return f.read(length)
+
+
+async def gather_or_cancel(coros: Any) -> None:
+    """Run the coroutines concurrently; on the first failure cancel the others and raise it."""
+    tasks = [asyncio.ensure_future(c) for c in coros]
+    try:
+        await asyncio.gather(*tasks)
+    except BaseException:
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        raise

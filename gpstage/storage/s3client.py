@@ -1,0 +1,267 @@
+"""A lean S3 client: the few requests a sync needs, signed with SigV4, over one aiohttp session.
+
+Why not botocore/s3fs: profiling a 1,000-file sync showed ~1 ms of client CPU per request inside
+botocore's request pipeline (serialisers, event hooks, signers) and ~0.35 s of imports, while the
+requests themselves are simple. Here a request costs ~0.1-0.2 ms, so the client stops being the
+bottleneck of small-file syncs. botocore is still used — lazily — to find credentials when they are
+not plain environment variables (profiles, SSO, web identity, container and instance roles).
+
+Only the operations the sync engine uses: ListObjectsV2, GetObject, PutObject, multipart upload,
+DeleteObjects. Every method is ONE request; retries, counting and orchestration belong to the caller.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import os
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any
+from urllib.parse import quote, unquote, urlsplit
+from xml.etree import ElementTree
+
+import aiohttp
+from yarl import URL
+
+UNSIGNED = "UNSIGNED-PAYLOAD"  # the body is protected by TLS, Content-MD5 and size checks, not the signature
+DEFAULT_REGION = "us-east-1"
+
+
+@dataclass(frozen=True)
+class Credentials:
+    access_key: str
+    secret_key: str
+    token: str | None = None
+
+
+class NoCredentialsError(Exception):
+    """No credentials in the environment, profile files, or any role botocore can reach."""
+
+
+class S3ResponseError(Exception):
+    """A non-2xx answer. ``status`` and ``response`` follow botocore's shape so that the retry policy
+    and the error descriptions read it the same way."""
+
+    def __init__(self, status: int, code: str, message: str, headers: Any = None) -> None:
+        super().__init__(f"{code}: {message}" if message else code)
+        self.status = status
+        self.code = code
+        self.headers = headers or {}
+        self.response = {"Error": {"Code": code, "Message": message}, "ResponseMetadata": {"HTTPStatusCode": status}}
+
+
+def credential_source() -> Callable[[], Credentials]:
+    """A function returning current credentials: static ones from the environment, else botocore's chain
+    (refreshed when they expire)."""
+    key, secret = os.environ.get("AWS_ACCESS_KEY_ID"), os.environ.get("AWS_SECRET_ACCESS_KEY")
+    if key and secret:
+        static = Credentials(key, secret, os.environ.get("AWS_SESSION_TOKEN") or None)
+        return lambda: static
+    import botocore.session  # profiles, SSO, web identity, ECS/EC2 roles: botocore knows them all
+
+    found = botocore.session.get_session().get_credentials()
+    if found is None:
+        raise NoCredentialsError("no AWS credentials found")
+
+    def current() -> Credentials:
+        frozen = found.get_frozen_credentials()
+        return Credentials(frozen.access_key, frozen.secret_key, frozen.token)
+
+    return current
+
+
+def default_region() -> str:
+    return os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or DEFAULT_REGION
+
+
+def encode_key(key: str) -> str:
+    """S3's URI encoding of a key: every byte but unreserved ones, '/' kept (keys are never decoded)."""
+    return quote(key, safe="/~")
+
+
+class Signer:
+    """AWS Signature Version 4 for the ``s3`` service; the derived key is cached per day and region."""
+
+    def __init__(self, region: str) -> None:
+        self.region = region
+        self._keys: dict[tuple[str, str, str], bytes] = {}
+
+    def _key(self, secret: str, day: str) -> bytes:
+        cached = self._keys.get((secret, day, self.region))
+        if cached is None:
+            k = hmac.digest(f"AWS4{secret}".encode(), day.encode(), "sha256")
+            for part in (self.region, "s3", "aws4_request"):
+                k = hmac.digest(k, part.encode(), "sha256")
+            self._keys = {(secret, day, self.region): k}
+            cached = k
+        return cached
+
+    def sign(self, method: str, host: str, path: str, query: str, headers: dict[str, str], creds: Credentials) -> None:
+        """Add ``x-amz-date``, the token and ``Authorization`` to ``headers`` (names in lower case)."""
+        now = datetime.now(timezone.utc)
+        stamp = now.strftime("%Y%m%dT%H%M%SZ")
+        day = stamp[:8]
+        headers["host"] = host
+        headers["x-amz-date"] = stamp
+        headers.setdefault("x-amz-content-sha256", UNSIGNED)
+        if creds.token:
+            headers["x-amz-security-token"] = creds.token
+        names = sorted(headers)
+        canonical = "\n".join((method, path, query, "".join(f"{n}:{headers[n].strip()}\n" for n in names),
+                               ";".join(names), headers["x-amz-content-sha256"]))
+        scope = f"{day}/{self.region}/s3/aws4_request"
+        to_sign = f"AWS4-HMAC-SHA256\n{stamp}\n{scope}\n{hashlib.sha256(canonical.encode()).hexdigest()}"
+        signature = hmac.new(self._key(creds.secret_key, day), to_sign.encode(), hashlib.sha256).hexdigest()
+        headers["authorization"] = (f"AWS4-HMAC-SHA256 Credential={creds.access_key}/{scope}, "
+                                    f"SignedHeaders={';'.join(names)}, Signature={signature}")
+
+
+def canonical_query(params: dict[str, str]) -> str:
+    return "&".join(f"{quote(k, safe='-_.~')}={quote(v, safe='-_.~')}" for k, v in sorted(params.items()))
+
+
+class S3Client:
+    """Requests against one endpoint. Path-style addressing for custom endpoints (every S3-compatible
+    store understands it); virtual-hosted style on AWS itself."""
+
+    def __init__(self, endpoint: str | None, region: str, credentials: Callable[[], Credentials], *,
+                 connect_timeout: float, read_timeout: float, pool: int) -> None:
+        self.custom_endpoint = endpoint is not None
+        self.endpoint = (endpoint or f"https://s3.{region}.amazonaws.com").rstrip("/")
+        self.signer = Signer(region)
+        self.credentials = credentials
+        self.session = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(limit=pool, ttl_dns_cache=300),
+            timeout=aiohttp.ClientTimeout(total=None, sock_connect=connect_timeout, sock_read=read_timeout),
+            auto_decompress=False, skip_auto_headers=("User-Agent", "Accept-Encoding"), trust_env=True)
+
+    async def close(self) -> None:
+        await self.session.close()
+
+    def _where(self, bucket: str, key: str) -> tuple[str, str, str]:
+        """(scheme://host, host, canonical path) for ``bucket``/``key``."""
+        split = urlsplit(self.endpoint)
+        if self.custom_endpoint or "." in bucket:
+            path = f"{split.path}/{bucket}/{encode_key(key)}" if key else f"{split.path}/{bucket}"
+            return f"{split.scheme}://{split.netloc}", split.netloc, path or "/"
+        host = f"{bucket}.{split.netloc}"
+        return f"{split.scheme}://{host}", host, f"/{encode_key(key)}"
+
+    async def request(self, method: str, bucket: str, key: str = "", params: dict[str, str] | None = None,
+                      data: bytes | None = None, headers: dict[str, str] | None = None) -> aiohttp.ClientResponse:
+        """Send one signed request; raise :class:`S3ResponseError` unless it succeeded. The caller reads
+        (and thereby releases) the returned response."""
+        base, host, path = self._where(bucket, key)
+        query = canonical_query(params or {})
+        hdrs = {k.lower(): v for k, v in (headers or {}).items()}
+        self.signer.sign(method, host, path, query, hdrs, self.credentials())
+        url = URL(f"{base}{path}?{query}" if query else f"{base}{path}", encoded=True)
+        resp = await self.session.request(method, url, data=data, headers=hdrs)
+        if resp.status >= 300:
+            body = await resp.read()
+            raise _error(resp.status, body, resp.headers)
+        return resp
+
+    # ---- operations ---------------------------------------------------------------------
+    async def list_page(self, bucket: str, prefix: str, token: str | None) -> tuple[list[dict[str, Any]], str | None]:
+        """One ListObjectsV2 page (up to 1,000 keys) and the continuation token, if more follow."""
+        params = {"list-type": "2", "prefix": prefix, "encoding-type": "url"}
+        if token:
+            params["continuation-token"] = token
+        resp = await self.request("GET", bucket, params=params)
+        root = ElementTree.fromstring(await resp.read())
+        url_encoded = _text(root, "EncodingType") == "url"
+        objects = []
+        for node in root:
+            if _local(node.tag) != "Contents":
+                continue
+            fields = {_local(c.tag): c.text or "" for c in node}
+            key = unquote(fields["Key"]) if url_encoded else fields["Key"]
+            objects.append({"Key": key, "Size": int(fields.get("Size") or 0), "ETag": fields.get("ETag"),
+                            "LastModified": fields.get("LastModified")})
+        more = _text(root, "IsTruncated") == "true"
+        return objects, (_text(root, "NextContinuationToken") if more else None)
+
+    async def get_bytes(self, bucket: str, key: str) -> bytes:
+        resp = await self.request("GET", bucket, key)
+        return await resp.read()
+
+    async def get_chunks(self, bucket: str, key: str, chunk: int) -> AsyncIterator[bytes]:
+        resp = await self.request("GET", bucket, key)
+        try:
+            async for block in resp.content.iter_chunked(chunk):
+                yield block
+        finally:
+            resp.release()
+
+    async def put_bytes(self, bucket: str, key: str, data: bytes) -> str:
+        """PutObject with Content-MD5, so the store refuses a body damaged on the way; returns the ETag."""
+        md5 = base64.b64encode(hashlib.md5(data).digest()).decode()
+        resp = await self.request("PUT", bucket, key, data=data, headers={"Content-MD5": md5})
+        resp.release()
+        return resp.headers.get("ETag", "")
+
+    async def create_multipart(self, bucket: str, key: str) -> str:
+        resp = await self.request("POST", bucket, key, params={"uploads": ""})
+        return _text(ElementTree.fromstring(await resp.read()), "UploadId") or ""
+
+    async def upload_part(self, bucket: str, key: str, upload_id: str, number: int, data: bytes) -> str:
+        resp = await self.request("PUT", bucket, key, params={"partNumber": str(number), "uploadId": upload_id}, data=data)
+        resp.release()
+        return resp.headers["ETag"]
+
+    async def complete_multipart(self, bucket: str, key: str, upload_id: str, etags: list[str]) -> None:
+        parts = "".join(f"<Part><PartNumber>{i}</PartNumber><ETag>{_xml_escape(e)}</ETag></Part>" for i, e in enumerate(etags, 1))
+        body = f"<CompleteMultipartUpload>{parts}</CompleteMultipartUpload>".encode()
+        resp = await self.request("POST", bucket, key, params={"uploadId": upload_id}, data=body)
+        text = await resp.read()  # S3 may answer 200 with an error inside the body
+        if b"<Error>" in text:
+            raise _error(500, text, resp.headers)
+
+    async def abort_multipart(self, bucket: str, key: str, upload_id: str) -> None:
+        resp = await self.request("DELETE", bucket, key, params={"uploadId": upload_id})
+        resp.release()
+
+    async def delete_objects(self, bucket: str, keys: list[str]) -> None:
+        """DeleteObjects for up to 1,000 keys; any per-key error fails the call."""
+        objects = "".join(f"<Object><Key>{_xml_escape(k)}</Key></Object>" for k in keys)
+        body = f"<Delete><Quiet>true</Quiet>{objects}</Delete>".encode()
+        md5 = base64.b64encode(hashlib.md5(body).digest()).decode()
+        resp = await self.request("POST", bucket, params={"delete": ""}, data=body, headers={"Content-MD5": md5})
+        root = ElementTree.fromstring(await resp.read())
+        for node in root:
+            if _local(node.tag) == "Error":
+                fields = {_local(c.tag): c.text or "" for c in node}
+                raise S3ResponseError(500, fields.get("Code", "DeleteFailed"), f"{fields.get('Key')}: {fields.get('Message', '')}")
+
+
+def _local(tag: str) -> str:
+    return tag.rpartition("}")[2]
+
+
+def _text(root: ElementTree.Element, name: str) -> str | None:
+    for node in root:
+        if _local(node.tag) == name:
+            return node.text
+    return None
+
+
+def _xml_escape(text: str) -> str:
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;").replace('"', "&quot;")
+
+
+def _error(status: int, body: bytes, headers: Any) -> S3ResponseError:
+    code, message = str(status), ""
+    if body:
+        try:
+            root = ElementTree.fromstring(body)
+            code = _text(root, "Code") or code
+            message = _text(root, "Message") or ""
+        except ElementTree.ParseError:
+            message = body[:200].decode(errors="replace")
+    elif status == 404:
+        code = "NoSuchKey"
+    return S3ResponseError(status, code, message, headers)
