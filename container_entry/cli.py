@@ -105,7 +105,6 @@ def run(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None)
         from container_entry.lifecycle import Entry
         from container_entry.runners import get_runner
         from container_entry.settings import EntrySettings
-
         from gpstage.stage import check_storage
 
         spec = load_job(args, env)

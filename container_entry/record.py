@@ -32,7 +32,7 @@ class EntryLog:
         self.pending: list[str] = []  # lines logged before the file could be opened
 
     def open(self, path: str) -> None:
-        self.file = open(path, "a", encoding="utf-8", buffering=1)
+        self.file = open(path, "a", encoding="utf-8", buffering=1)  # noqa: SIM115 - open for the whole run; close() ends it
         for line in self.pending:
             self.file.write(line)
         self.pending.clear()

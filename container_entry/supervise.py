@@ -14,6 +14,8 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from typing_extensions import Self
+
 from container_entry.runners import ModuleRun
 
 POLL_S = 0.2  # how often the supervisor looks at the clock and the module
@@ -71,7 +73,7 @@ class LivePush:
         self._thread = threading.Thread(target=self._loop, name="gpstage-live-push", daemon=True)
         self.pushes = 0
 
-    def __enter__(self) -> LivePush:
+    def __enter__(self) -> Self:
         if self.interval > 0:
             self._thread.start()
         return self

@@ -95,7 +95,7 @@ class RetryPolicy:
         for attempt in range(self.attempts):
             try:
                 return await op()
-            except Exception as exc:  # noqa: BLE001 - classified below, re-raised when final
+            except Exception as exc:
                 if attempt + 1 >= self.attempts or not transient(exc):
                     raise
                 if on_retry:

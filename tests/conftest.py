@@ -16,6 +16,8 @@ from pathlib import Path
 
 import pytest
 
+pytest_plugins = ["fixtures_docker"]  # the private dockerd and the locally built images
+
 ROOT = Path(__file__).resolve().parent.parent
 SERVICES = ROOT / "scripts" / "services.py"
 sys.path.insert(0, str(ROOT))  # examples/ (the sample module) is shared by the tests and the demo

@@ -38,7 +38,7 @@ def stored_json(spec: JobSpec, rel: str) -> dict:
 
 def run_entry(*args: str, env: dict[str, str] | None = None, timeout: float = 120) -> subprocess.CompletedProcess[str]:
     return subprocess.run([str(BIN / "gpstage-entry"), *args], capture_output=True, text=True,
-                          env=env if env is not None else dict(os.environ), timeout=timeout)
+                          env=env if env is not None else dict(os.environ), timeout=timeout, check=False)
 
 
 def write_spec(spec: JobSpec, path: Path) -> str:

@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 from conftest import run_cli
+
 from gpstage.listing import list_url
 from gpstage.spec import Role, parse_spec
 from gpstage.stage import stage_in, stage_out

@@ -41,7 +41,7 @@ class RichProgress:
         self._task: Any = None
 
     def start(self, files: int, nbytes: int) -> None:
-        from rich.progress import BarColumn, DownloadColumn, Progress, TransferSpeedColumn, TimeRemainingColumn
+        from rich.progress import BarColumn, DownloadColumn, Progress, TimeRemainingColumn, TransferSpeedColumn
 
         self._bar = Progress("[bold]{task.description}", BarColumn(), DownloadColumn(), TransferSpeedColumn(),
                              TimeRemainingColumn(), transient=True, console=_stderr_console())

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Optional
-
 import typer
 
 from gpstage.cli.output import JSON_OPTION, emit_json, json_errors, progress_for
@@ -22,7 +20,7 @@ def sync_cmd(
     delete: bool = typer.Option(False, "--delete", help="Remove files at DST that SRC does not have (excluded ones are kept)."),
     checksum: bool = typer.Option(False, "--checksum", help="Compare MD5 checksums instead of size and mtime."),
     jobs: int = typer.Option(32, "--jobs", "-j", min=1, help="Transfers in flight at once."),
-    exclude: Optional[list[str]] = typer.Option(None, "--exclude", help="Glob of paths relative to SRC to leave out; repeatable. '*' also matches '/'."),
+    exclude: list[str] | None = typer.Option(None, "--exclude", help="Glob of paths relative to SRC to leave out; repeatable. '*' also matches '/'."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Only report what would be copied and deleted."),
     as_json: bool = JSON_OPTION,
 ) -> None:

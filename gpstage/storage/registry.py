@@ -7,7 +7,7 @@ scheme neither knows but fsspec does is served by the generic :class:`FsspecProv
 
 from __future__ import annotations
 
-from functools import lru_cache
+from functools import cache
 
 from gpstage.errors import BadInput
 from gpstage.plugins import PluginRegistry
@@ -28,7 +28,7 @@ def known_schemes() -> list[str]:
     return PROVIDERS.names()
 
 
-@lru_cache(maxsize=None)
+@cache
 def get_provider(scheme: str) -> StorageProvider:
     """The provider for ``scheme``; a clear error names the extra to install or the schemes known."""
     scheme = scheme.lower()

@@ -59,7 +59,7 @@ class RemoteTree:
 
         try:
             return await self.retry.run(counted, on_retry)
-        except Exception as exc:  # noqa: BLE001 - translated to a one-line error
+        except Exception as exc:
             raise self.provider.describe_error(exc, join_url(self.url, rel)) from exc
 
     # ---- listing ----------------------------------------------------------------------------

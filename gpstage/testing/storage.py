@@ -46,8 +46,7 @@ def make_tricky_tree(root: Path, big: int = BIG) -> None:
     (root / "private.txt").chmod(0o600)
     with open(root / "nested/big.bin", "wb") as f:
         block = os.urandom(2**20)
-        for i in range(big // len(block)):
-            f.write(block[:-1] + bytes([i % 256]))
+        f.writelines(block[:-1] + bytes([i % 256]) for i in range(big // len(block)))
     for i, p in enumerate(sorted(root.rglob("*"))):
         if p.is_file():
             os.utime(p, ns=(1_700_000_000_123_456_789 + i * 10**9,) * 2)
