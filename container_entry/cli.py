@@ -78,23 +78,14 @@ def load_job(args: argparse.Namespace, env: Mapping[str, str]) -> JobSpec:
     if source and args.legacy:
         raise BadInput("both a job spec and legacy arguments were given", "use either --spec (or GPSTAGE_SPEC) or the 5 legacy arguments")
     if source:
-        return _read_spec(source)
+        from gpstage.spec import read_spec
+
+        return read_spec(source)
     if args.legacy:
         from container_entry.legacy import spec_from_legacy
 
         return spec_from_legacy(args.legacy, env)
     raise BadInput("no job given", "pass --spec URL, set GPSTAGE_SPEC, or give the 5 legacy arguments (see --help)")
-
-
-def _read_spec(source: str) -> JobSpec:
-    from gpstage.spec import load_spec, parse_spec
-
-    if "://" not in source:
-        return load_spec(source)
-    from gpstage.aio import run_sync
-    from gpstage.storage import read_url
-
-    return parse_spec(run_sync(read_url(source)).decode("utf-8", errors="replace"), source=f"job spec {source}")
 
 
 def run(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None) -> int:

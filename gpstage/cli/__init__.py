@@ -1,4 +1,4 @@
-"""The ``gpstage`` command line: storage commands now; job commands join through the launchers.
+"""The ``gpstage`` command line: storage commands, spec commands, and job commands (through the launchers).
 
 Heavy modules (fsspec, the SDKs, the sync engine) are imported inside the commands so that
 ``gpstage --help`` stays fast. Every failure is one line on stderr and an exit code from DESIGN.md §9;
@@ -11,7 +11,7 @@ import sys
 
 import typer
 
-from gpstage.cli import spec_cmds, storage_cmds
+from gpstage.cli import job_cmds, spec_cmds, storage_cmds
 from gpstage.errors import GpstageError
 
 app = typer.Typer(
@@ -24,6 +24,7 @@ app = typer.Typer(
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 storage_cmds.register(app)
+job_cmds.register(app)
 app.add_typer(spec_cmds.app, name="spec")
 
 

@@ -8,6 +8,8 @@ This package owns everything about where bytes live. It knows nothing of contain
 from __future__ import annotations
 
 import asyncio
+import os
+import shutil
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -19,7 +21,8 @@ from gpstage.storage.registry import get_provider, known_schemes, provider_for
 from gpstage.storage.remote import RemoteTree
 from gpstage.urls import split_url
 
-__all__ = ["LocalTree", "RemoteTree", "get_provider", "known_schemes", "open_tree", "provider_for", "read_url", "write_url"]
+__all__ = ["LocalTree", "RemoteTree", "get_provider", "known_schemes", "open_tree", "provider_for", "read_url",
+           "remove_tree", "write_url"]
 
 
 @asynccontextmanager
@@ -61,6 +64,22 @@ async def write_url(url: str, data: bytes, retry: RetryPolicy | None = None) -> 
             await asyncio.to_thread(tree.write_file, name, data)
         else:
             await tree.write_bytes(name, data)
+
+
+async def remove_tree(url: str, retry: RetryPolicy | None = None) -> int:
+    """Delete everything under ``url`` (files, gpstage's manifests, empty dirs); returns the files removed."""
+    async with open_tree(url, TransferReport("", url), retry) as tree:
+        if isinstance(tree, LocalTree):
+            return await asyncio.to_thread(_remove_local, tree.root)
+        rels = list(await tree.raw_listing())
+        await tree.delete(rels)
+        return len(rels)
+
+
+def _remove_local(root: str) -> int:
+    count = sum(len(files) for _, _, files in os.walk(root))
+    shutil.rmtree(root, ignore_errors=True)
+    return count
 
 
 def _read_local(path: str) -> bytes:

@@ -1,0 +1,35 @@
+"""Finding launchers by name without importing them (DESIGN.md §15): ``gpstage`` names the built-in
+ones by import path and finds the rest through the ``gpstage.launchers`` entry-point group, so the
+job commands work with any launcher a plugin adds and ``gpstage`` never imports ``launchers`` at
+module level."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from gpstage.plugins import PluginRegistry
+
+DEFAULT_LAUNCHER = "local"
+
+LAUNCHERS = PluginRegistry("gpstage.launchers", "launcher", {
+    "local": ("launchers.local:LocalLauncher", None),
+})
+
+
+def get_launcher(name: str | None = None, overrides: dict[str, Any] | None = None, store: Any = None) -> Any:
+    """A launcher instance: ``[launchers.<name>]`` from the settings file, then ``overrides`` on top."""
+    from gpstage.config import launcher_settings
+
+    name = name or DEFAULT_LAUNCHER
+    cls = LAUNCHERS.load(name)
+    return cls(launcher_settings(cls.Settings, name, overrides), store)
+
+
+def launcher_for(job_id: str, store: Any = None) -> Any:
+    """The launcher a recorded job was submitted with, with the settings it was submitted with."""
+    from gpstage.records import RecordStore
+
+    store = store or RecordStore()
+    record = store.load(job_id)
+    cls = LAUNCHERS.load(record.launcher)
+    return cls(cls.Settings.model_validate(record.settings), store)

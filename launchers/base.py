@@ -1,0 +1,253 @@
+"""The launcher interface: where the container ENTRY runs — a local process, a container, a Slurm job,
+an AWS Batch job. (Where ``exec.sh`` runs is the runner's business: ``container_entry.runners``.)
+
+The model, as dsub's providers have it: a job is plain data (the :class:`~gpstage.spec.JobSpec`); a
+launcher starts ``gpstage-entry --spec <spec URL>`` somewhere and can tell how that is going. Everything
+else is written once, here, in :class:`Launcher`:
+
+``submit``   record the job (refusing a live ``job_id``), stage its dirs in, :meth:`Launcher.start` it;
+``status``   ask the backend (:meth:`Launcher.poll`); once it says the entry ended, the entry's own
+             ``status.json`` on storage decides the final state and exit code;
+``wait``     poll until terminal, then ``collect``; ``wait_async`` does the same inside a running loop;
+``cancel``   :meth:`Launcher.kill` — the entry gets SIGTERM, records CANCELLED and pushes its logs;
+``logs``     the module's stdout/stderr (or the entry's log), from the metadata dir, ``follow``-able;
+``collect``  stage the ``out`` dirs back to the server's paths; a :class:`JobResult`;
+``clean``    remove a finished job's record, scratch and its OWN dirs on storage.
+
+A backend implements only ``start``, ``poll`` and ``kill`` (and optionally ``cleanup``), declares its
+settings as a pydantic model (``[launchers.<name>]`` in the settings file, DESIGN.md §13) and registers
+under the ``gpstage.launchers`` entry-point group. Records survive the process: every method works
+from another process than the one that submitted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from gpstage.errors import GpstageError
+from gpstage.records import JobRecord, RecordStore, utcnow
+from gpstage.spec import JobSpec
+from gpstage.states import EXIT_GPSTAGE_ERROR, EXIT_SIGNAL_BASE, JobState, Reason
+from launchers.jobfiles import JobResult, read_entry_status, read_log, remove_job_storage, result_of
+
+SIGTERM = 15
+
+
+class LauncherSettings(BaseModel):
+    """Settings every launcher has; each launcher extends this model with its own."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    runner: str | None = Field(None, description="where exec.sh runs when the spec names no runner (default: the launcher's)")
+    poll_interval: float = Field(1.0, gt=0, description="seconds between status polls while waiting")
+    cancel_timeout: float = Field(60.0, gt=0, description="seconds to wait for a cancelled job to record its end")
+
+
+@dataclass
+class BackendState:
+    """What the backend says about the entry: QUEUED, RUNNING, or ended (any terminal state)."""
+
+    state: JobState
+    exit_code: int | None = None  # the entry's exit code, when the backend knows it
+    message: str | None = None
+
+
+class WaitTimeout(GpstageError):
+    exit_code = 124  # as timeout(1): the job goes on; wait again or cancel it
+
+
+def entry_args(record: JobRecord) -> list[str]:
+    """The entry's arguments (after the command itself): the job spec comes from storage."""
+    return ["--spec", record.spec.spec_url, "--runner", record.runner]
+
+
+class Launcher(ABC):
+    """Base of every launcher; subclasses set ``name``, ``Settings`` and implement start/poll/kill."""
+
+    name: ClassVar[str]
+    Settings: ClassVar[type[LauncherSettings]] = LauncherSettings
+    default_runner: ClassVar[str] = "process"
+    shares_filesystem: ClassVar[bool] = False  # the entry writes the server's own paths (logs readable locally)
+
+    def __init__(self, settings: LauncherSettings | None = None, store: RecordStore | None = None) -> None:
+        self.settings = settings or self.Settings()
+        self.store = store or RecordStore()
+
+    # ---- what a backend implements ------------------------------------------------------------
+    @abstractmethod
+    def start(self, record: JobRecord) -> str:
+        """Start ``gpstage-entry --spec <record.spec.spec_url> --runner <record.runner>`` on the backend
+        (the dirs are already staged in) and return the backend's id for it. Must not wait for the job."""
+
+    @abstractmethod
+    def poll(self, record: JobRecord) -> BackendState:
+        """The backend's view of the entry started for ``record`` (``record.backend_id``). Cheap: called
+        every ``poll_interval`` while someone waits. An entry that is gone without a trace is ERROR."""
+
+    @abstractmethod
+    def kill(self, record: JobRecord) -> None:
+        """Stop the job: SIGTERM to the entry first (it forwards it, records CANCELLED, pushes the logs),
+        the backend's hard kill only after a grace. A no-op if it already ended."""
+
+    def cleanup(self, record: JobRecord) -> None:
+        """Remove what the backend keeps for a finished job (containers, scripts); default: nothing."""
+
+    # ---- the shared flow ------------------------------------------------------------------------
+    def submit(self, spec: JobSpec) -> JobHandle:
+        from gpstage.stage import check_storage, stage_in
+
+        check_storage(spec)
+        runner = spec.runner or self.settings.runner or self.default_runner
+        self.store.create(JobRecord(job_id=spec.job_id, launcher=self.name, runner=runner, state=JobState.STAGING,
+                                    settings=self.settings.model_dump(mode="json"), spec=spec))
+        try:
+            transfers = stage_in(spec)
+            record = self._update(spec.job_id, state=JobState.QUEUED,
+                                  transfers=[{"phase": "in", **t.to_dict()} for t in transfers])
+            if record.cancel_requested:  # cancelled from elsewhere while its dirs were staged
+                self._update(spec.job_id, **self._final(record, BackendState(JobState.CANCELLED)), ended_at=utcnow())
+                return JobHandle(spec.job_id, self)
+            backend_id = self.start(record)
+        except GpstageError as e:
+            self._update(spec.job_id, state=JobState.ERROR, exit_code=EXIT_GPSTAGE_ERROR, reason=Reason.ERROR,
+                         message=str(e), ended_at=utcnow())
+            raise
+        self._update(spec.job_id, backend_id=backend_id)
+        return JobHandle(spec.job_id, self)
+
+    def status(self, job_id: str) -> JobRecord:
+        """The job's record, refreshed from the backend (and, once it ended, from the entry's status.json)."""
+        record = self.store.load(job_id)
+        if record.state.terminal or record.backend_id is None:
+            return record
+        seen = self.poll(record)
+        if not seen.state.terminal:
+            if seen.state is not record.state:
+                record = self._update(job_id, state=seen.state, started_at=record.started_at or (utcnow() if seen.state is JobState.RUNNING else None))
+            return record
+        return self._update(job_id, **self._final(record, seen), ended_at=utcnow())
+
+    def _final(self, record: JobRecord, seen: BackendState) -> dict[str, Any]:
+        entry = read_entry_status(record.spec)
+        if entry is not None and entry.state.terminal:
+            return {"state": entry.state, "exit_code": entry.exit_code, "reason": entry.reason, "message": entry.message}
+        if record.cancel_requested:
+            return {"state": JobState.CANCELLED, "exit_code": EXIT_SIGNAL_BASE + SIGTERM, "reason": Reason.CANCELLED,
+                    "message": "cancelled before the entry recorded an end"}
+        why = seen.message or f"the backend reports exit code {seen.exit_code}"
+        return {"state": JobState.ERROR, "exit_code": EXIT_GPSTAGE_ERROR, "reason": Reason.ERROR,
+                "message": f"the entry ended without recording a status: {why}"}
+
+    def wait(self, job_id: str, timeout: float | None = None) -> JobResult:
+        """Block until the job ended, collect its outputs, return the result."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while not self.status(job_id).state.terminal:
+            if deadline is not None and time.monotonic() >= deadline:
+                raise WaitTimeout(f"job {job_id} has not ended after {timeout:g} s", "wait again, or cancel it")
+            time.sleep(self.settings.poll_interval)
+        return self.collect(job_id)
+
+    async def wait_async(self, job_id: str, timeout: float | None = None) -> JobResult:
+        """:meth:`wait` as a coroutine (Jupyter's running loop): polls without blocking the loop."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while not (await asyncio.to_thread(self.status, job_id)).state.terminal:
+            if deadline is not None and time.monotonic() >= deadline:
+                raise WaitTimeout(f"job {job_id} has not ended after {timeout:g} s", "wait again, or cancel it")
+            await asyncio.sleep(self.settings.poll_interval)
+        return await asyncio.to_thread(self.collect, job_id)
+
+    def cancel(self, job_id: str) -> JobRecord:
+        """Cancel a live job and wait (up to ``cancel_timeout``) for it to record its end."""
+        record = self.store.load(job_id)
+        if record.state.terminal:
+            return record
+        record = self._update(job_id, cancel_requested=True)
+        if record.backend_id is None:
+            return record  # still staging in: submit sees the request and does not start it
+        self.kill(record)
+        deadline = time.monotonic() + self.settings.cancel_timeout
+        while not (record := self.status(job_id)).state.terminal and time.monotonic() < deadline:
+            time.sleep(min(self.settings.poll_interval, 0.2))
+        return record
+
+    def logs(self, job_id: str, stream: str = "stdout", follow: bool = False) -> Iterator[bytes]:
+        """The job's ``stdout``, ``stderr`` or ``entry`` log; with ``follow``, new output until the job ends."""
+        record = self.store.load(job_id)
+        offset = 0
+        while True:
+            ended = self.status(job_id).state.terminal if follow else True
+            data = read_log(record.spec, stream, self.shares_filesystem) or b""
+            if len(data) > offset:
+                yield data[offset:]
+                offset = len(data)
+            if ended:
+                return
+            time.sleep(self.settings.poll_interval)
+
+    def collect(self, job_id: str) -> JobResult:
+        """Stage the job's out dirs back to the server's paths (once) and describe the result."""
+        from gpstage.stage import stage_out
+
+        record = self.status(job_id)
+        if record.state.terminal and not record.collected and record.backend_id is not None:  # it ran: bring it back
+            transfers = stage_out(record.spec)
+            record = self._update(job_id, collected=True,
+                                  transfers=[*record.transfers, *({"phase": "out", **t.to_dict()} for t in transfers)])
+        return result_of(record)
+
+    def clean(self, job_id: str) -> list[str]:
+        """Remove a finished job: its record and scratch, and its own dirs on storage (never tasklib or
+        libraries, which other jobs share). Returns the URLs removed."""
+        record = self.status(job_id)
+        if not record.state.terminal:
+            raise GpstageError(f"job {job_id} is still {record.state.value}", "cancel it first")
+        self.cleanup(record)
+        removed = remove_job_storage(record.spec)
+        self.store.delete(job_id)
+        return removed
+
+    def _update(self, job_id: str, **fields: Any) -> JobRecord:
+        def change(r: JobRecord) -> None:
+            for k, v in fields.items():
+                setattr(r, k, v)
+
+        return self.store.update(job_id, change)
+
+
+class JobHandle:
+    """A submitted job: its id and its launcher. What ``submit`` and ``run(..., wait=False)`` return."""
+
+    def __init__(self, job_id: str, launcher: Launcher) -> None:
+        self.job_id = job_id
+        self.launcher = launcher
+
+    def status(self) -> JobRecord:
+        return self.launcher.status(self.job_id)
+
+    def wait(self, timeout: float | None = None) -> JobResult:
+        return self.launcher.wait(self.job_id, timeout)
+
+    async def wait_async(self, timeout: float | None = None) -> JobResult:
+        return await self.launcher.wait_async(self.job_id, timeout)
+
+    def __await__(self):  # type: ignore[no-untyped-def]
+        return self.wait_async().__await__()
+
+    def cancel(self) -> JobRecord:
+        return self.launcher.cancel(self.job_id)
+
+    def logs(self, stream: str = "stdout", follow: bool = False) -> str:
+        return b"".join(self.launcher.logs(self.job_id, stream, follow)).decode(errors="replace")
+
+    def collect(self) -> JobResult:
+        return self.launcher.collect(self.job_id)
+
+    def __repr__(self) -> str:
+        return f"<JobHandle {self.job_id} on {self.launcher.name}: {self.launcher.store.load(self.job_id).state.value}>"
