@@ -52,7 +52,10 @@ def module_environment(base: Mapping[str, str], exported: Mapping[str, str | Non
             env.pop(k, None)
         else:
             env[k] = v
-    return {**without_credentials(env), **spec.env, **module_variables(spec)}
+    from gpstage.profiles import credential_env_names
+
+    stripped = {k: v for k, v in without_credentials(env).items() if k not in credential_env_names()}
+    return {**stripped, **spec.env, **module_variables(spec)}
 
 
 def source_script(path: str, env: Mapping[str, str], cwd: str, log: EntryLog) -> dict[str, str | None]:

@@ -11,7 +11,7 @@ import sys
 
 import typer
 
-from gpstage.cli import job_cmds, spec_cmds, storage_cmds
+from gpstage.cli import config_cmds, job_cmds, spec_cmds, storage_cmds
 from gpstage.errors import GpstageError
 
 app = typer.Typer(
@@ -26,6 +26,7 @@ app = typer.Typer(
 storage_cmds.register(app)
 job_cmds.register(app)
 app.add_typer(spec_cmds.app, name="spec")
+app.add_typer(config_cmds.app, name="config")
 
 
 def main(argv: list[str] | None = None) -> None:

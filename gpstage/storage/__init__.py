@@ -27,14 +27,19 @@ __all__ = ["LocalTree", "RemoteTree", "get_provider", "known_schemes", "open_tre
 
 @asynccontextmanager
 async def open_tree(url: str, report: TransferReport, retry: RetryPolicy | None = None) -> AsyncIterator[LocalTree | RemoteTree]:
-    """The tree under ``url``; remote filesystems are closed on exit."""
+    """The tree under ``url``; remote filesystems are closed on exit. Without ``retry``, the storage
+    profile's retry policy for ``url`` applies, else the default one."""
     provider = provider_for(url)
     if provider.local:
         yield LocalTree(provider.local_path(url))
         return
     fs = provider.make_filesystem(url)  # type: ignore[attr-defined]
     try:
-        yield provider.tree(url, fs, retry or RetryPolicy(), report)  # type: ignore[attr-defined]
+        if retry is None:
+            from gpstage.profiles import settings_for
+
+            retry = settings_for(url).retry_policy() or RetryPolicy()
+        yield provider.tree(url, fs, retry, report)  # type: ignore[attr-defined]
     finally:
         await provider.close_filesystem(fs)  # type: ignore[attr-defined]
 

@@ -48,19 +48,29 @@ class S3Provider(FsspecProvider):
         return path
 
     def make_filesystem(self, url: str) -> Any:
+        """A client for ``url``: its storage profile first, then the standard AWS environment."""
+        from gpstage.profiles import settings_for
+
         try:
             from gpstage.storage.s3client import NoCredentialsError, S3Client, credential_source, default_region
         except ImportError as err:
             raise MissingDependency(f"the s3:// scheme needs {err.name}, which is not installed", "pip install 'gpstage[s3]'") from None
+        profile = settings_for(url)
         try:
-            creds = credential_source()
+            creds = credential_source(profile.secret("access_key_id"), profile.secret("secret_access_key"),
+                                      profile.secret("session_token"), profile.aws_profile, profile.key_file)
         except NoCredentialsError:
             raise self.describe_error(NoCredentialsError(), url) from None
+        except GpstageError:
+            raise
         except ImportError:
             raise MissingDependency("no AWS credentials in the environment, and botocore (to read profiles and roles) "
                                     "is not installed", "set AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY or pip install 'gpstage[s3]'") from None
-        return S3Client(endpoint_url(), default_region(), creds, connect_timeout=CONNECT_TIMEOUT_S,
-                        read_timeout=READ_TIMEOUT_S, pool=POOL)
+        except Exception as err:  # noqa: BLE001 - botocore's profile errors (ProfileNotFound, ...) in one line
+            raise StorageError(f"{url}: cannot load AWS credentials ({err})", "check aws_profile / key_file / AWS_PROFILE") from None
+        return S3Client(profile.endpoint or endpoint_url(), profile.region or default_region(), creds,
+                        connect_timeout=profile.connect_timeout or CONNECT_TIMEOUT_S,
+                        read_timeout=profile.read_timeout or READ_TIMEOUT_S, pool=POOL)
 
     async def close_filesystem(self, fs: Any) -> None:
         await fs.close()
@@ -83,7 +93,9 @@ class S3Provider(FsspecProvider):
                                 "set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or AWS_PROFILE, in the environment")
         if names & {"ClientConnectorError", "ConnectionRefusedError", "ClientConnectorDNSError", "ServerTimeoutError",
                     "ConnectionTimeoutError", "SocketTimeoutError"}:
-            where = endpoint_url() or "the AWS default endpoint"
+            from gpstage.profiles import settings_for
+
+            where = settings_for(url).endpoint or endpoint_url() or "the AWS default endpoint"
             return StorageError(f"{url}: cannot reach the S3 endpoint {where}",
                                 "check AWS_ENDPOINT_URL / AWS_ENDPOINT_URL_S3 and that the server is running")
         if code == "NoSuchBucket":

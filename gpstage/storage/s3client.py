@@ -53,16 +53,23 @@ class S3ResponseError(Exception):
         self.response = {"Error": {"Code": code, "Message": message}, "ResponseMetadata": {"HTTPStatusCode": status}}
 
 
-def credential_source() -> Callable[[], Credentials]:
-    """A function returning current credentials: static ones from the environment, else botocore's chain
-    (refreshed when they expire)."""
-    key, secret = os.environ.get("AWS_ACCESS_KEY_ID"), os.environ.get("AWS_SECRET_ACCESS_KEY")
-    if key and secret:
-        static = Credentials(key, secret, os.environ.get("AWS_SESSION_TOKEN") or None)
+def credential_source(access_key: str | None = None, secret_key: str | None = None, token: str | None = None,
+                      aws_profile: str | None = None, credentials_file: str | None = None) -> Callable[[], Credentials]:
+    """A function returning current credentials: the given static ones (a storage profile read them from
+    the variables it names), else static ones from the standard environment, else botocore's chain
+    (profiles, SSO, web identity, container and instance roles; refreshed when they expire)."""
+    if not (access_key and secret_key) and not (aws_profile or credentials_file):
+        access_key, secret_key = os.environ.get("AWS_ACCESS_KEY_ID"), os.environ.get("AWS_SECRET_ACCESS_KEY")
+        token = os.environ.get("AWS_SESSION_TOKEN") or None
+    if access_key and secret_key:
+        static = Credentials(access_key, secret_key, token)
         return lambda: static
-    import botocore.session  # profiles, SSO, web identity, ECS/EC2 roles: botocore knows them all
+    import botocore.session
 
-    found = botocore.session.get_session().get_credentials()
+    session = botocore.session.Session(profile=aws_profile)
+    if credentials_file:
+        session.set_config_variable("credentials_file", credentials_file)
+    found = session.get_credentials()
     if found is None:
         raise NoCredentialsError("no AWS credentials found")
 

@@ -1,0 +1,136 @@
+"""Storage profiles: per-URL-prefix settings in the settings file (``[storage."s3://bucket/prefix"]``).
+
+A profile sets the endpoint, region, timeouts and retry policy for every URL under its prefix (the
+longest matching prefix wins), and says WHERE credentials are — never what they are: names of
+environment variables (``*_env``), an AWS profile name, a key file path. A literal secret in the file
+is refused with an error that says how to reference it instead (DESIGN.md §11).
+
+    [storage."s3://gp-bucket/"]
+    endpoint = "https://s3.example.org"
+    region = "eu-west-1"
+    connect_timeout = 5
+    retry = {attempts = 8, base_delay = 0.5}
+    access_key_id_env = "GP_S3_KEY_ID"
+    secret_access_key_env = "GP_S3_SECRET"
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from gpstage.config import config_path, load_config
+from gpstage.errors import BadInput
+from gpstage.retry import RetryPolicy
+from gpstage.spec import format_validation_error
+
+# Field names people write when they paste a secret; each has a by-reference spelling.
+_LITERAL_SECRETS = {
+    "secret_access_key": "secret_access_key_env", "aws_secret_access_key": "secret_access_key_env",
+    "access_key_id": "access_key_id_env", "aws_access_key_id": "access_key_id_env",
+    "session_token": "session_token_env", "aws_session_token": "session_token_env",
+    "account_key": "account_key_env", "connection_string": "connection_string_env", "sas_token": "sas_token_env",
+    "token": "token_env", "password": "password_env", "secret": "a *_env variable name", "key": "key_file",
+    "client_secret": "client_secret_env",
+}
+
+
+class RetrySettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    attempts: int = Field(RetryPolicy.attempts, ge=1)
+    base_delay: float = Field(RetryPolicy.base_delay, ge=0)
+    max_delay: float = Field(RetryPolicy.max_delay, ge=0)
+
+
+class StorageProfile(BaseModel):
+    """Settings for URLs under one prefix. Credentials only by reference."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    endpoint: str | None = Field(None, description="service endpoint URL (S3-compatible store, emulator)")
+    region: str | None = None
+    connect_timeout: float | None = Field(None, gt=0)
+    read_timeout: float | None = Field(None, gt=0)
+    retry: RetrySettings | None = None
+    # credentials, by reference
+    aws_profile: str | None = Field(None, description="a profile of the AWS config/credentials files")
+    access_key_id_env: str | None = Field(None, description="NAME of the variable holding the access key id")
+    secret_access_key_env: str | None = Field(None, description="NAME of the variable holding the secret key")
+    session_token_env: str | None = None
+    account_name: str | None = Field(None, description="Azure storage account (not a secret)")
+    account_key_env: str | None = None
+    connection_string_env: str | None = None
+    sas_token_env: str | None = None
+    key_file: str | None = Field(None, description="path of a key file (GCS service account JSON, AWS credentials file)")
+    project: str | None = Field(None, description="Google Cloud project")
+
+    def retry_policy(self) -> RetryPolicy | None:
+        return RetryPolicy(**self.retry.model_dump()) if self.retry else None
+
+    def env_names(self) -> list[str]:
+        """The variable names this profile reads credentials from."""
+        return [v for k, v in self.model_dump().items() if k.endswith("_env") and v]
+
+    def secret(self, field: str, env: Mapping[str, str] | None = None) -> str | None:
+        """The value behind ``<field>_env``; a named variable that is not set is an error."""
+        name = getattr(self, f"{field}_env")
+        if not name:
+            return None
+        value = (os.environ if env is None else env).get(name)
+        if not value:
+            raise BadInput(f"storage profile names ${name} for {field}, but it is not set", f"export {name}=… before running")
+        return value
+
+
+def _check_literal_secrets(prefix: str, table: Mapping[str, Any]) -> None:
+    for key in table:
+        if key.lower() in _LITERAL_SECRETS:
+            raise BadInput(f"storage profile {prefix!r} in {config_path()} holds a literal secret ({key})",
+                           f"never write secrets in the file: put it in an environment variable and write "
+                           f"{_LITERAL_SECRETS[key.lower()]} = \"VARIABLE_NAME\" (or use aws_profile / key_file)")
+
+
+def load_profiles(config: Mapping[str, Any] | None = None) -> dict[str, StorageProfile]:
+    """Every ``[storage."<prefix>"]`` table, validated."""
+    tables = (load_config() if config is None else config).get("storage", {})
+    if not isinstance(tables, dict):
+        raise BadInput(f"{config_path()}: [storage] must hold tables named by URL prefix", 'write [storage."s3://bucket/"]')
+    out = {}
+    for prefix, table in tables.items():
+        if not isinstance(table, dict):
+            raise BadInput(f"{config_path()}: storage.{prefix} must be a table", f'write [storage."{prefix}"] with settings under it')
+        _check_literal_secrets(prefix, table)
+        try:
+            out[prefix] = StorageProfile.model_validate(table)
+        except ValidationError as err:
+            raise BadInput(format_validation_error(err, f"storage profile {prefix!r}"), f"fix it in {config_path()}") from None
+    return out
+
+
+def profile_for(url: str, profiles: Mapping[str, StorageProfile] | None = None) -> tuple[str, StorageProfile] | None:
+    """The profile whose prefix is the longest match for ``url`` (prefixes match whole path parts)."""
+    profiles = load_profiles() if profiles is None else profiles
+    best = None
+    for prefix in profiles:
+        bare = prefix.rstrip("/")
+        if (url.rstrip("/") == bare or url.startswith(bare + "/")) and (best is None or len(bare) > len(best.rstrip("/"))):
+            best = prefix
+    return (best, profiles[best]) if best is not None else None
+
+
+def settings_for(url: str) -> StorageProfile:
+    """The profile for ``url``, or an empty one (everything from the standard environment)."""
+    found = profile_for(url)
+    return found[1] if found else StorageProfile()
+
+
+def credential_env_names() -> set[str]:
+    """Every variable any profile reads credentials from: the container entry strips them from the module."""
+    try:
+        return {name for p in load_profiles().values() for name in p.env_names()}
+    except BadInput:
+        return set()
