@@ -4,6 +4,7 @@ readable reprs, and a handle on a job submitted elsewhere."""
 from __future__ import annotations
 
 import asyncio
+import shutil
 from pathlib import Path
 
 import pytest
@@ -24,9 +25,11 @@ def _state(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def sample(**kwargs):
-    command = f'bash "$TASKLIB/wordcount.sh" "$INPUT_FILES_DIR/words.txt" "{MODULE}/libraries" 0 0'
-    return make_job(command, tasklib=MODULE / "tasklib", inputs=[MODULE / "inputs/words.txt"],
-                    libraries=[MODULE / "libraries"], **kwargs)
+    module = Path("module")  # a copy: the module writes into its TASKLIB, never into the source tree
+    shutil.copytree(MODULE, module, dirs_exist_ok=True)
+    command = f'bash "$TASKLIB/wordcount.sh" "$INPUT_FILES_DIR/words.txt" "{module.absolute()}/libraries" 0 0'
+    return make_job(command, tasklib=module / "tasklib", inputs=[module / "inputs/words.txt"],
+                    libraries=[module / "libraries"], **kwargs)
 
 
 def test_make_job_and_run_locally(tmp_path: Path) -> None:
