@@ -52,10 +52,20 @@ def module_environment(base: Mapping[str, str], exported: Mapping[str, str | Non
             env.pop(k, None)
         else:
             env[k] = v
+    return {**_without_credentials(env), **spec.env, **module_variables(spec)}
+
+
+def job_environment(exported: Mapping[str, str | None], spec: JobSpec) -> dict[str, str]:
+    """Only the job's own variables, for a module in a container (its image brings PATH, HOME, ...)."""
+    exports = {k: v for k, v in exported.items() if v is not None}
+    return {**_without_credentials(exports), **spec.env, **module_variables(spec)}
+
+
+def _without_credentials(env: Mapping[str, str]) -> dict[str, str]:
     from gpstage.profiles import credential_env_names
 
-    stripped = {k: v for k, v in without_credentials(env).items() if k not in credential_env_names()}
-    return {**stripped, **spec.env, **module_variables(spec)}
+    named = credential_env_names()
+    return {k: v for k, v in without_credentials(env).items() if k not in named}
 
 
 def source_script(path: str, env: Mapping[str, str], cwd: str, log: EntryLog) -> dict[str, str | None]:

@@ -19,7 +19,7 @@ import traceback
 from collections.abc import Mapping
 from typing import Any
 
-from container_entry.environment import module_environment, run_hook, script_variables, source_script
+from container_entry.environment import job_environment, module_environment, run_hook, script_variables, source_script
 from container_entry.record import EntryLog, now, write_exit_code, write_status
 from container_entry.runners import Runner, RunRequest
 from container_entry.settings import LOG_NAME, STATUS_NAME, EntrySettings
@@ -160,7 +160,8 @@ class Entry:
         exe = self.spec.executable_path
         if any(_within(exe, d.path) for d in self.spec.dirs) and not os.path.isfile(exe):
             raise _MissingExecutable(exe)
-        request = RunRequest(argv=["bash", exe], cwd=self.spec.workdir, env=env, stdout_path=self.paths["stdout"],
+        request = RunRequest(argv=["bash", exe], cwd=self.spec.workdir, env=env,
+                             job_env=job_environment(self.exported, self.spec), stdout_path=self.paths["stdout"],
                              stderr_path=self.paths["stderr"], spec=self.spec)
         self.runner.check(self.spec)
         self.status.state = JobState.RUNNING

@@ -13,6 +13,7 @@ DEFAULT_LAUNCHER = "local"
 
 LAUNCHERS = PluginRegistry("gpstage.launchers", "launcher", {
     "local": ("launchers.local:LocalLauncher", None),
+    "docker": ("launchers.docker:DockerLauncher", "docker"),
 })
 
 

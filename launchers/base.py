@@ -97,7 +97,8 @@ class Launcher(ABC):
         the backend's hard kill only after a grace. A no-op if it already ended."""
 
     def cleanup(self, record: JobRecord) -> None:
-        """Remove what the backend keeps for a finished job (containers, scripts); default: nothing."""
+        """Remove what the backend keeps for a finished job (containers, scripts); default: nothing.
+        Called once the end is recorded, and again by ``clean``: it must be idempotent."""
 
     # ---- the shared flow ------------------------------------------------------------------------
     def submit(self, spec: JobSpec) -> JobHandle:
@@ -132,7 +133,9 @@ class Launcher(ABC):
             if seen.state is not record.state:
                 record = self._update(job_id, state=seen.state, started_at=record.started_at or (utcnow() if seen.state is JobState.RUNNING else None))
             return record
-        return self._update(job_id, **self._final(record, seen), ended_at=utcnow())
+        record = self._update(job_id, **self._final(record, seen), ended_at=utcnow())
+        self.cleanup(record)  # the backend's leftovers go as soon as the end is recorded
+        return record
 
     def _final(self, record: JobRecord, seen: BackendState) -> dict[str, Any]:
         entry = read_entry_status(record.spec)

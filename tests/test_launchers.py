@@ -10,11 +10,14 @@ from __future__ import annotations
 import json
 import os
 import time
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from container_entry.dockerutil import LABEL_JOB
 from examples.sample_job import expected_counts, lay_out_job
 from gpstage.errors import BadInput
 from gpstage.launching import get_launcher
@@ -26,7 +29,7 @@ from tests.jobs import stored, stored_json
 
 pytestmark = pytest.mark.timeout(180)
 
-PAIRS = ["local+process"]
+PAIRS = ["local+process", "local+docker", "docker+process"]
 
 
 @pytest.fixture(autouse=True)
@@ -39,13 +42,40 @@ def state_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return d
 
 
+@dataclass
+class Pair:
+    launcher: str
+    settings: dict[str, Any]
+    image: str | None = None  # the module's image
+
+
 @pytest.fixture(params=PAIRS)
-def pair(request: pytest.FixtureRequest) -> tuple[str, dict[str, Any]]:
+def pair(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Pair:
     launcher, runner = request.param.split("+")
-    return launcher, {"runner": runner, "poll_interval": 0.2}
+    settings: dict[str, Any] = {"runner": runner, "poll_interval": 0.2, "log_push_interval": 1}
+    if request.param == "local+process":
+        return Pair(launcher, settings)
+    docker_host = request.getfixturevalue("docker_host")
+    images = request.getfixturevalue("images")
+    request.getfixturevalue("no_containers_left")
+    monkeypatch.setenv("DOCKER_HOST", docker_host)
+    if launcher == "docker":  # docker+process: the module's image contains the entry
+        return Pair(launcher, {**settings, "docker_host": docker_host, "network": "host"}, images["runtime"])
+    return Pair(launcher, settings, images["bash-module"])  # local+docker: a bash-only third-party image
 
 
-def job(tmp_path: Path, storage_root: str, name: str = "j1", **kwargs: Any) -> JobSpec:
+@pytest.fixture
+def no_containers_left(docker_client) -> Iterator[None]:
+    yield
+    left = docker_client.containers.list(all=True, filters={"label": LABEL_JOB})
+    for c in left:
+        c.remove(force=True)
+    assert not left, f"containers left behind: {[c.name for c in left]}"
+
+
+def job(tmp_path: Path, storage_root: str, pair: Pair, name: str = "j1", **kwargs: Any) -> JobSpec:
+    if pair.image:
+        kwargs["image"] = pair.image
     return lay_out_job(tmp_path / name, storage_root, job_id=name, **kwargs)
 
 
@@ -63,8 +93,8 @@ def wait_for(predicate, seconds: float = 30) -> None:
 
 class TestLauncherConformance:
     def test_sample_module_succeeds_with_identical_outputs(self, tmp_path: Path, pair, job_storage_root: str) -> None:
-        name, settings = pair
-        spec = job(tmp_path, job_storage_root)
+        name, settings = pair.launcher, pair.settings
+        spec = job(tmp_path, job_storage_root, pair)
         result = get_launcher(name, settings).submit(spec).wait(timeout=120)
         assert (result.state.value, result.exit_code) == ("SUCCEEDED", 0), result.message
         counts = Path(spec.workdir, "counts.txt")
@@ -77,8 +107,8 @@ class TestLauncherConformance:
         assert json.loads(Path(result.exit_code_file).read_text()) == {"exit_code": 0}
 
     def test_exit_code_3_is_failed_everywhere(self, tmp_path: Path, pair, job_storage_root: str) -> None:
-        name, settings = pair
-        spec = job(tmp_path, job_storage_root, exit_code=3)
+        name, settings = pair.launcher, pair.settings
+        spec = job(tmp_path, job_storage_root, pair, exit_code=3)
         spec_file = tmp_path / "job.json"
         spec_file.write_text(spec.to_json())
         sets = [arg for k, v in settings.items() for arg in ("--set", f"{k}={v}")]
@@ -92,8 +122,8 @@ class TestLauncherConformance:
         assert json.loads(Path(doc["exit_code_file"]).read_text()) == {"exit_code": 3}
 
     def test_cancel_from_another_process(self, tmp_path: Path, pair) -> None:
-        name, settings = pair
-        spec = job(tmp_path, f"file://{tmp_path}/store", sleep_s=120)
+        name, settings = pair.launcher, pair.settings
+        spec = job(tmp_path, f"file://{tmp_path}/store", pair, sleep_s=120)
         handle = get_launcher(name, settings).submit(spec)
         wait_for(lambda: b"sleeping" in b"".join(handle.launcher.logs(spec.job_id)))
         started = time.monotonic()
@@ -103,8 +133,8 @@ class TestLauncherConformance:
         assert handle.status().state.value == "CANCELLED"
 
     def test_status_and_logs_from_another_process(self, tmp_path: Path, pair) -> None:
-        name, settings = pair
-        spec = job(tmp_path, f"file://{tmp_path}/store", sleep_s=3)
+        name, settings = pair.launcher, pair.settings
+        spec = job(tmp_path, f"file://{tmp_path}/store", pair, sleep_s=3)
         handle = get_launcher(name, settings).submit(spec)
         wait_for(lambda: cli_json("status", spec.job_id)[1]["state"] == "RUNNING")
         logs = run_cli("logs", spec.job_id, "--follow", env=dict(os.environ))
@@ -116,22 +146,23 @@ class TestLauncherConformance:
         assert handle.status().state.value == "SUCCEEDED"
 
     def test_concurrent_jobs_share_nothing_and_max_parallel_holds(self, tmp_path: Path, pair) -> None:
-        name, settings = pair
-        launcher = get_launcher(name, {**settings, "max_parallel": 1})
-        specs = [job(tmp_path, f"file://{tmp_path}/store", name=f"c{i}", sleep_s=1) for i in range(3)]
+        name, settings = pair.launcher, pair.settings
+        limit = {"max_parallel": 1} if "max_parallel" in get_launcher(name, settings).Settings.model_fields else {}
+        launcher = get_launcher(name, {**settings, **limit})
+        specs = [job(tmp_path, f"file://{tmp_path}/store", pair, name=f"c{i}", sleep_s=1) for i in range(3)]
         handles = [launcher.submit(s) for s in specs]
         results = [h.wait(timeout=120) for h in handles]
         assert all(r.state.value == "SUCCEEDED" for r in results)
         spans = sorted((stored_json(s, "status.json")["started_at"], stored_json(s, "status.json")["ended_at"]) for s in specs)
         for (_, end), (start, _) in zip(spans, spans[1:]):
-            assert end <= start, f"two jobs ran at once with max_parallel=1: {spans}"
+            assert not limit or end <= start, f"two jobs ran at once with max_parallel=1: {spans}"
         assert len({r.workdir for r in results}) == 3
         for s in specs:
             assert Path(s.workdir, "counts.txt").read_text() == expected_counts()
 
     def test_live_job_id_is_refused(self, tmp_path: Path, pair) -> None:
-        name, settings = pair
-        spec = job(tmp_path, f"file://{tmp_path}/store", sleep_s=60)
+        name, settings = pair.launcher, pair.settings
+        spec = job(tmp_path, f"file://{tmp_path}/store", pair, sleep_s=60)
         launcher = get_launcher(name, settings)
         handle = launcher.submit(spec)
         with pytest.raises(BadInput, match="still"):
@@ -142,8 +173,8 @@ class TestLauncherConformance:
         assert handle.cancel().state.value == "CANCELLED"
 
     def test_clean_removes_the_jobs_own_dirs_and_nothing_else(self, tmp_path: Path, pair, job_storage_root: str) -> None:
-        name, settings = pair
-        spec = job(tmp_path, job_storage_root)
+        name, settings = pair.launcher, pair.settings
+        spec = job(tmp_path, job_storage_root, pair)
         launcher = get_launcher(name, settings)
         assert launcher.submit(spec).wait(timeout=120).state.value == "SUCCEEDED"
         code, doc = cli_json("clean", spec.job_id)

@@ -13,6 +13,7 @@ DEFAULT_RUNNER = "process"
 
 RUNNERS = PluginRegistry("gpstage.runners", "runner", {
     "process": ("container_entry.runners.process:ProcessRunner", None),
+    "docker": ("container_entry.runners.docker:DockerRunner", "docker"),
 })
 
 

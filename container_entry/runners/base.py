@@ -23,7 +23,9 @@ class RunRequest:
 
     argv: list[str]  # e.g. ["bash", "/opt/gp/jobResults/5/.gp_metadata/exec.sh"]
     cwd: str  # the working dir
-    env: dict[str, str]  # the module's whole environment (credentials already stripped)
+    env: dict[str, str]  # the module's whole environment (credentials already stripped): for a child process
+    job_env: dict[str, str]  # only the job's own variables (spec env, GenePattern's, pre-run exports): for a
+    #                          container, whose image brings its own PATH, HOME, ...
     stdout_path: str  # the module's stdout goes here, streamed, never buffered in memory
     stderr_path: str
     spec: JobSpec  # image, resources and dirs, for runners that start a container
