@@ -52,6 +52,7 @@ class LocalTree:
 
     def __init__(self, root: str) -> None:
         self.root = os.path.abspath(root)
+        self._made: set[str] = set()  # dirs known to exist: one makedirs per dir, not per file
 
     def exists(self) -> bool:
         return os.path.isdir(self.root)
@@ -119,9 +120,10 @@ class LocalTree:
     def prepare(self, rel: str) -> tuple[str, str]:
         """Create the parent dir of ``rel`` and return (final path, temp path) for an atomic write."""
         final = self.path_of(rel)
-        os.makedirs(os.path.dirname(final), exist_ok=True)
-        if os.path.isdir(final) and not os.path.islink(final):
-            raise StorageError(f"cannot write file {final}: a directory of that name exists", "remove it or sync with --delete")
+        parent = os.path.dirname(final)
+        if parent not in self._made:
+            os.makedirs(parent, exist_ok=True)
+            self._made.add(parent)
         return final, temp_name(final)
 
     @contextmanager
@@ -138,9 +140,11 @@ class LocalTree:
             _unlink_quietly(tmp)  # gone already after a successful rename
 
     @staticmethod
-    def commit(tmp: str, final: str, expected_size: int, mode: int | None, mtime_ns: int | None) -> None:
-        """Verify ``tmp``, give it its metadata and rename it to ``final`` (callers remove ``tmp`` on failure)."""
-        size = os.path.getsize(tmp)
+    def commit(tmp: str, final: str, expected_size: int, mode: int | None, mtime_ns: int | None,
+               written: int | None = None) -> None:
+        """Verify ``tmp`` (``written``: its size, when the caller knows it), give it its metadata and
+        rename it to ``final`` (callers remove ``tmp`` on failure)."""
+        size = os.path.getsize(tmp) if written is None else written
         if size != expected_size:
             raise StorageError(f"size mismatch writing {final}: got {size} bytes, expected {expected_size}", "retry the sync")
         if mode is not None:
@@ -149,7 +153,10 @@ class LocalTree:
             os.chmod(tmp, stat.S_IMODE(os.stat(final).st_mode))  # unknown mode: keep the file's current one
         if mtime_ns is not None:
             os.utime(tmp, ns=(mtime_ns, mtime_ns))
-        os.replace(tmp, final)
+        try:
+            os.replace(tmp, final)
+        except IsADirectoryError:
+            raise StorageError(f"cannot write file {final}: a directory of that name exists", "remove it or sync with --delete") from None
 
     def copy_in(self, src: str, rel: str, entry: Entry) -> None:
         """Copy local file ``src`` to ``rel`` atomically, keeping mode and mtime.
@@ -160,10 +167,16 @@ class LocalTree:
         with self.atomic_write(rel, entry.size, entry.mode, entry.mtime_ns) as tmp:
             copy_prefix(src, tmp, entry.size)
 
-    def write_file(self, rel: str, data: bytes) -> None:
-        """Write ``data`` to ``rel`` atomically."""
-        with self.atomic_write(rel, len(data)) as tmp, open(tmp, "wb") as f:
-            f.write(data)
+    def write_file(self, rel: str, data: bytes, entry: Entry | None = None) -> None:
+        """Write ``data`` to ``rel`` atomically; with ``entry``, verify its size and give it its mode and mtime."""
+        size, mode, mtime = (entry.size, entry.mode, entry.time_ns) if entry else (len(data), None, None)
+        final, tmp = self.prepare(rel)
+        try:
+            with open(tmp, "wb") as f:
+                f.write(data)
+            self.commit(tmp, final, size, mode, mtime, written=len(data))
+        finally:
+            _unlink_quietly(tmp)
 
     def set_meta(self, rel: str, mode: int | None, mtime_ns: int | None) -> None:
         p = self.path_of(rel)

@@ -24,7 +24,8 @@ from gpstage.urls import split_url
 
 PART_SIZE = 8 * 2**20  # files above this go multipart, in parts of this size (aws CLI's default)
 PARTS_IN_FLIGHT = 4  # per file; with LARGE_JOBS files at once this bounds the memory held in parts
-READ_IN_LOOP = 64 * 2**10  # smaller files are read in the event loop: a thread hop costs more than the read
+READ_IN_LOOP = 64 * 2**10  # smaller files are read/written in the event loop: a thread hop costs more than the I/O
+GET_WHOLE = 1 * 2**20  # smaller objects are fetched into memory and written in one go, larger ones streamed
 DOWNLOAD_CHUNK = 2**20
 DELETE_BATCH = 1000  # DeleteObjects' limit
 CONNECT_TIMEOUT_S = 10
@@ -169,9 +170,17 @@ class S3Tree(RemoteTree):
             raise
 
     async def download(self, rel: str, entry: Entry, dst: LocalTree, dst_rel: str | None = None) -> None:
-        """Stream ``rel`` into a temp file in ``dst``; renamed into place once its size is verified."""
-        final, tmp = await asyncio.to_thread(dst.prepare, dst_rel or rel)
+        """Fetch ``rel`` into a temp file in ``dst``, renamed into place once its size is verified. Small
+        objects take one read and one write (in the loop when tiny: most GenePattern outputs are),
+        large ones stream in blocks."""
         key = self.object_key(rel)
+        if entry.size <= GET_WHOLE:
+            data = await self.call(lambda: self.fs.get_bytes(self.bucket, key), rel)
+            # In a worker thread even when tiny: creating a file costs the kernel ~0.2 ms here, and
+            # threads let several creations proceed at once while the loop keeps requests going.
+            await asyncio.to_thread(dst.write_file, dst_rel or rel, data, entry)
+            return
+        final, tmp = await asyncio.to_thread(dst.prepare, dst_rel or rel)
 
         async def fetch() -> None:
             with open(tmp, "wb") as f:

@@ -137,10 +137,10 @@ class StorageConformance:
         target = tmp_path / "target"
         real_commit = LocalTree.commit
 
-        def interrupted(tmp: str, final: str, *args: object) -> None:
+        def interrupted(tmp: str, final: str, *args: object, **kwargs: object) -> None:
             if final.endswith("big.bin"):
                 raise KeyboardInterrupt  # as if the process were stopped right before the rename
-            real_commit(tmp, final, *args)
+            real_commit(tmp, final, *args, **kwargs)
 
         monkeypatch.setattr(LocalTree, "commit", staticmethod(interrupted))
         with pytest.raises(KeyboardInterrupt):
