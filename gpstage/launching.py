@@ -14,6 +14,7 @@ DEFAULT_LAUNCHER = "local"
 LAUNCHERS = PluginRegistry("gpstage.launchers", "launcher", {
     "local": ("launchers.local:LocalLauncher", None),
     "docker": ("launchers.docker:DockerLauncher", "docker"),
+    "batch": ("launchers.batch:BatchLauncher", "batch"),
 })
 
 

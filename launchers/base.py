@@ -34,7 +34,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from gpstage.errors import GpstageError
 from gpstage.records import JobRecord, RecordStore, utcnow
 from gpstage.spec import JobSpec
-from gpstage.states import EXIT_GPSTAGE_ERROR, EXIT_SIGNAL_BASE, JobState, Reason
+from gpstage.states import EXIT_GPSTAGE_ERROR, EXIT_SIGNAL_BASE, EXIT_TIMEOUT, JobState, Reason
 from launchers.jobfiles import JobResult, read_entry_status, read_log, remove_job_storage, result_of
 
 SIGTERM = 15
@@ -57,6 +57,7 @@ class BackendState:
     state: JobState
     exit_code: int | None = None  # the entry's exit code, when the backend knows it
     message: str | None = None
+    timed_out: bool = False  # the backend's own time limit stopped it (time_s + staging grace)
 
 
 class WaitTimeout(GpstageError):
@@ -96,6 +97,10 @@ class Launcher(ABC):
         """Stop the job: SIGTERM to the entry first (it forwards it, records CANCELLED, pushes the logs),
         the backend's hard kill only after a grace. A no-op if it already ended."""
 
+    def poll_many(self, records: list[JobRecord]) -> dict[str, BackendState]:
+        """:meth:`poll` for several jobs; a backend with a batch API overrides this (one call per 100 jobs)."""
+        return {r.job_id: self.poll(r) for r in records}
+
     def cleanup(self, record: JobRecord) -> None:
         """Remove what the backend keeps for a finished job (containers, scripts); default: nothing.
         Called once the end is recorded, and again by ``clean``: it must be idempotent."""
@@ -125,13 +130,21 @@ class Launcher(ABC):
 
     def status(self, job_id: str) -> JobRecord:
         """The job's record, refreshed from the backend (and, once it ended, from the entry's status.json)."""
-        record = self.store.load(job_id)
-        if record.state.terminal or record.backend_id is None:
-            return record
-        seen = self.poll(record)
+        return self.status_many([job_id])[0]
+
+    def status_many(self, job_ids: list[str]) -> list[JobRecord]:
+        """:meth:`status` for several jobs, asking the backend once (:meth:`poll_many`)."""
+        records = [self.store.load(j) for j in job_ids]
+        live = [r for r in records if not r.state.terminal and r.backend_id is not None]
+        seen = self.poll_many(live) if live else {}
+        return [self._refresh(r, seen[r.job_id]) if r.job_id in seen else r for r in records]
+
+    def _refresh(self, record: JobRecord, seen: BackendState) -> JobRecord:
+        job_id = record.job_id
         if not seen.state.terminal:
             if seen.state is not record.state:
-                record = self._update(job_id, state=seen.state, started_at=record.started_at or (utcnow() if seen.state is JobState.RUNNING else None))
+                started = record.started_at or (utcnow() if seen.state is JobState.RUNNING else None)
+                record = self._update(job_id, state=seen.state, started_at=started)
             return record
         record = self._update(job_id, **self._final(record, seen), ended_at=utcnow())
         self.cleanup(record)  # the backend's leftovers go as soon as the end is recorded
@@ -140,7 +153,13 @@ class Launcher(ABC):
     def _final(self, record: JobRecord, seen: BackendState) -> dict[str, Any]:
         entry = read_entry_status(record.spec)
         if entry is not None and entry.state.terminal:
-            return {"state": entry.state, "exit_code": entry.exit_code, "reason": entry.reason, "message": entry.message}
+            message = entry.message
+            if seen.exit_code is not None and entry.exit_code is not None and seen.exit_code != entry.exit_code:
+                message = "; ".join(filter(None, (message, f"the backend reports exit code {seen.exit_code}, exit_code.txt {entry.exit_code}")))
+            return {"state": entry.state, "exit_code": entry.exit_code, "reason": entry.reason, "message": message}
+        if seen.timed_out:  # the backend's limit struck before the entry could record (GenePattern's GP-9100)
+            return {"state": JobState.FAILED, "exit_code": EXIT_TIMEOUT, "reason": Reason.TIMEOUT,
+                    "message": f"stopped by the backend's time limit: {seen.message or ''}".rstrip(": ")}
         if record.cancel_requested:
             return {"state": JobState.CANCELLED, "exit_code": EXIT_SIGNAL_BASE + SIGTERM, "reason": Reason.CANCELLED,
                     "message": "cancelled before the entry recorded an end"}

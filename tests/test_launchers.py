@@ -29,7 +29,7 @@ from tests.jobs import stored, stored_json
 
 pytestmark = pytest.mark.timeout(180)
 
-PAIRS = ["local+process", "local+docker", "docker+process"]
+PAIRS = ["local+process", "local+docker", "docker+process", "batch+process"]
 
 
 @pytest.fixture(autouse=True)
@@ -55,6 +55,10 @@ def pair(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Pai
     settings: dict[str, Any] = {"runner": runner, "poll_interval": 0.2, "log_push_interval": 1}
     if request.param == "local+process":
         return Pair(launcher, settings)
+    if launcher == "batch":  # the entry in the module's image (gpstage/runtime), run by a local Batch API
+        q = request.getfixturevalue("batch_queue")
+        return Pair(launcher, {**settings, "poll_interval": 0.3, "job_queue": q["queue"], "endpoint": q["endpoint"],
+                               "credentials_file": q["credentials_file"], "staging_grace_s": 60}, q["image"])
     docker_host = request.getfixturevalue("docker_host")
     images = request.getfixturevalue("images")
     request.getfixturevalue("no_containers_left")

@@ -1,0 +1,222 @@
+"""The ``batch`` launcher: AWS Batch (seed deployment 3) — the job's dirs staged to object storage, the
+entry started as a Batch job in the module's image (``batch+process``), polled, collected.
+
+Job definitions: one per image + resources + mounts, found or registered under a deterministic name
+and cached. Memory and vCPUs go in ``resourceRequirements`` (vCPUs rounded up); the attempt timeout is
+``time_s`` + the staging grace, never below AWS's 60 s (DESIGN.md §10). Credentials never travel in
+the job: on AWS the job role provides them; against a local Batch API a credentials FILE is mounted
+and named by ``AWS_SHARED_CREDENTIALS_FILE`` (DESIGN.md §11). The module's exit code comes from
+``exit_code.txt``/``status.json`` on storage; the container's code is the fallback (from
+``describe_jobs``, or ``list_jobs`` summaries where a local API leaves it out of ``describe_jobs``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import re
+from typing import Any
+
+from pydantic import Field
+
+from gpstage.credentials import is_credential
+from gpstage.errors import BadInput, GpstageError
+from gpstage.records import JobRecord
+from gpstage.spec import Role
+from gpstage.states import JobState
+from launchers.base import BackendState, Launcher, LauncherSettings, entry_args
+
+QUEUED = {"SUBMITTED", "PENDING", "RUNNABLE", "STARTING"}
+ENDED = {"SUCCEEDED", "FAILED"}
+DESCRIBE_BATCH = 100  # describe_jobs' limit
+MIN_ATTEMPT_S = 60  # AWS Batch's minimum attemptDurationSeconds
+DEFAULT_FORWARD = ["AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_DEFAULT_REGION", "AWS_REGION", "STORAGE_EMULATOR_HOST"]
+
+
+class BatchSettings(LauncherSettings):
+    job_queue: str = Field(..., description="the Batch job queue (name or ARN)")
+    region: str | None = Field(None, description="default: AWS_REGION / AWS_DEFAULT_REGION")
+    endpoint: str | None = Field(None, description="Batch API endpoint (a local API in tests); default: AWS_ENDPOINT_URL[_BATCH]")
+    job_role_arn: str | None = Field(None, description="the role the job's container gets its storage credentials from")
+    credentials_file: str | None = Field(None, description="for local Batch APIs only: a credentials file mounted into the job")
+    forward_env: list[str] = Field(default_factory=lambda: list(DEFAULT_FORWARD),
+                                   description="non-secret variables passed to the job (endpoints, region)")
+    staging_grace_s: int = Field(600, ge=0, description="added to time_s for Batch's own attempt timeout")
+    default_time_s: int = Field(14_400, gt=0, description="time limit of jobs whose spec has none (GenePattern's default)")
+    default_memory_mib: int = Field(2048, gt=0)
+    legacy: bool = Field(False, description="start the job with runS3OnBatch.sh's five arguments instead of --spec")
+    poll_interval: float = Field(5.0, gt=0)
+    log_push_interval: float | None = Field(None, ge=0)
+    kill_grace: float | None = Field(None, ge=0)
+
+
+def batch_name(text: str, limit: int = 128) -> str:
+    """Batch's names: letters, digits, hyphens, underscores, up to 128, starting alphanumeric."""
+    cleaned = re.sub(r"[^A-Za-z0-9_-]+", "-", text).strip("-_") or "job"
+    return cleaned[:limit]
+
+
+class BatchLauncher(Launcher):
+    name = "batch"
+    Settings = BatchSettings
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._client: Any = None
+        self._definitions: dict[str, str] = {}  # name -> ARN, this process's cache
+
+    @property
+    def settings_(self) -> BatchSettings:
+        assert isinstance(self.settings, BatchSettings)
+        return self.settings
+
+    @property
+    def client(self) -> Any:
+        if self._client is None:
+            try:
+                import boto3
+            except ImportError:
+                raise BadInput("the batch launcher needs boto3, which is not installed", "pip install 'gpstage[batch]'") from None
+            s = self.settings_
+            endpoint = s.endpoint or os.environ.get("AWS_ENDPOINT_URL_BATCH") or None
+            self._client = boto3.client("batch", region_name=s.region or os.environ.get("AWS_REGION")
+                                        or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1", endpoint_url=endpoint)
+        return self._client
+
+    def _call(self, what: str, fn: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(**kwargs)
+        except Exception as err:  # noqa: BLE001 - botocore's errors, one line each
+            code = getattr(err, "response", {}).get("Error", {}).get("Code", type(err).__name__)
+            raise GpstageError(f"AWS Batch {what} failed ({code}): {str(err).splitlines()[0][:300]}",
+                               "check [launchers.batch] (job_queue, region, endpoint) and the AWS credentials") from None
+
+    # ---- submit -----------------------------------------------------------------------------
+    def start(self, record: JobRecord) -> str:
+        spec, s = record.spec, self.settings_
+        if record.runner != "process":
+            raise BadInput(f"the batch launcher runs the entry in the module's image with the process runner, not {record.runner}",
+                           "use runner=process (batch+process)")
+        if not spec.image:
+            raise BadInput("batch+process starts the module's image, and the spec names none",
+                           "set `image` to an image that contains gpstage-entry (e.g. gpstage/runtime)")
+        attempt = max(MIN_ATTEMPT_S, (spec.resources.time_s or s.default_time_s) + s.staging_grace_s)
+        job = self._call("submit_job", self.client.submit_job, jobName=batch_name(f"gpstage-{spec.job_id}"),
+                         jobQueue=s.job_queue, jobDefinition=self._job_definition(record),
+                         timeout={"attemptDurationSeconds": attempt},
+                         containerOverrides={"command": self._command(record),
+                                             "environment": [{"name": k, "value": v} for k, v in sorted(self._environment(record).items())]})
+        return job["jobId"]
+
+    def _command(self, record: JobRecord) -> list[str]:
+        spec = record.spec
+        if not self.settings_.legacy:
+            return ["gpstage-entry", *entry_args(record)]
+        tasklib = next((d.path for d in spec.dirs if d.role is Role.TASKLIB), None)
+        inputs = next((d.path for d in spec.dirs if d.role is Role.INPUTS), None)
+        if not tasklib or not inputs:
+            raise BadInput("legacy mode (runS3OnBatch.sh) needs a tasklib and an inputs dir", "add them, or set legacy=false")
+        return ["/usr/local/bin/runS3OnBatch.sh", tasklib, inputs, spec.storage_root, spec.workdir, spec.executable_path]
+
+    def _environment(self, record: JobRecord) -> dict[str, str]:
+        s, spec = self.settings_, record.spec
+        env = {k: os.environ[k] for k in s.forward_env if k in os.environ and not is_credential(k)}
+        env.update(spec.env)
+        if s.legacy:
+            env["GP_METADATA_DIR"] = spec.metadata_dir
+        if s.credentials_file:
+            env["AWS_SHARED_CREDENTIALS_FILE"] = s.credentials_file  # a path, not a secret
+        for name, value in (("GPSTAGE_LOG_PUSH_INTERVAL", s.log_push_interval), ("GPSTAGE_KILL_GRACE", s.kill_grace)):
+            if value is not None:
+                env[name] = str(value)
+        return env
+
+    def _job_definition(self, record: JobRecord) -> str:
+        """Find or register the job definition for this image, resources and mounts."""
+        spec, s = record.spec, self.settings_
+        volumes, mounts = self._mounts(record)
+        props: dict[str, Any] = {
+            "image": spec.image, "command": ["gpstage-entry", "--help"],
+            "resourceRequirements": [{"type": "VCPU", "value": str(math.ceil(spec.resources.cpus or 1))},
+                                     {"type": "MEMORY", "value": str(spec.resources.memory_mib or s.default_memory_mib)}],
+            "volumes": volumes, "mountPoints": mounts,
+        }
+        if s.job_role_arn:
+            props["jobRoleArn"] = s.job_role_arn
+        digest = hashlib.sha256(json.dumps(props, sort_keys=True).encode()).hexdigest()[:12]
+        name = batch_name(f"gpstage-{spec.image}", 115) + f"-{digest}"
+        if name not in self._definitions:
+            found = self._call("describe_job_definitions", self.client.describe_job_definitions,
+                               jobDefinitionName=name, status="ACTIVE").get("jobDefinitions", [])
+            if found:
+                self._definitions[name] = max(found, key=lambda d: d["revision"])["jobDefinitionArn"]
+            else:
+                self._definitions[name] = self._call("register_job_definition", self.client.register_job_definition,
+                                                     jobDefinitionName=name, type="container",
+                                                     containerProperties=props)["jobDefinitionArn"]
+        return self._definitions[name]
+
+    def _mounts(self, record: JobRecord) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+        """Storage on the compute host's file system (file://, nfs://) and the credentials file."""
+        from gpstage.storage import provider_for
+
+        spec = record.spec
+        paths: dict[str, bool] = {}
+        for d in spec.dirs:
+            provider = provider_for(spec.url_of(d))
+            if provider.local:
+                paths[provider.local_path(spec.url_of(d))] = False
+        if self.settings_.credentials_file:
+            paths[self.settings_.credentials_file] = True
+        volumes, mounts = [], []
+        for i, (path, read_only) in enumerate(sorted(paths.items())):
+            volumes.append({"name": f"v{i}", "host": {"sourcePath": path}})
+            mounts.append({"sourceVolume": f"v{i}", "containerPath": path, "readOnly": read_only})
+        return volumes, mounts
+
+    # ---- status -----------------------------------------------------------------------------
+    def poll(self, record: JobRecord) -> BackendState:
+        return self.poll_many([record])[record.job_id]
+
+    def poll_many(self, records: list[JobRecord]) -> dict[str, BackendState]:
+        by_id = {r.backend_id: r for r in records if r.backend_id}
+        found: dict[str, dict[str, Any]] = {}
+        ids = list(by_id)
+        for i in range(0, len(ids), DESCRIBE_BATCH):
+            page = self._call("describe_jobs", self.client.describe_jobs, jobs=ids[i:i + DESCRIBE_BATCH])
+            found.update({j["jobId"]: j for j in page.get("jobs", [])})
+        out = {}
+        for backend_id, record in by_id.items():
+            job = found.get(backend_id)
+            out[record.job_id] = self._state(job) if job else BackendState(JobState.ERROR, None, f"Batch job {backend_id} is unknown")
+        return out
+
+    def _state(self, job: dict[str, Any]) -> BackendState:
+        status = job["status"]
+        if status in QUEUED:
+            return BackendState(JobState.QUEUED)
+        if status not in ENDED:
+            return BackendState(JobState.RUNNING)
+        code = job.get("container", {}).get("exitCode")
+        if code is None:
+            code = self._summary_exit_code(job)
+        reason = job.get("statusReason") or ""
+        timed_out = "timeout" in reason.lower()
+        return BackendState(JobState.SUCCEEDED if status == "SUCCEEDED" else JobState.FAILED, code, reason or None, timed_out)
+
+    def _summary_exit_code(self, job: dict[str, Any]) -> int | None:
+        """Local Batch APIs keep the container's exit code only in list_jobs summaries."""
+        kwargs = {"jobQueue": job.get("jobQueue") or self.settings_.job_queue, "jobStatus": job["status"]}
+        while True:
+            page = self._call("list_jobs", self.client.list_jobs, **kwargs)
+            for summary in page.get("jobSummaryList", []):
+                if summary["jobId"] == job["jobId"]:
+                    return summary.get("container", {}).get("exitCode")
+            if not page.get("nextToken"):
+                return None
+            kwargs["nextToken"] = page["nextToken"]
+
+    def kill(self, record: JobRecord) -> None:
+        self._call("terminate_job", self.client.terminate_job, jobId=record.backend_id, reason="cancelled through gpstage")
