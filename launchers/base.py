@@ -31,7 +31,7 @@ from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from gpstage.errors import GpstageError
+from gpstage.errors import BadInput, GpstageError
 from gpstage.records import JobRecord, RecordStore, utcnow
 from gpstage.spec import JobSpec
 from gpstage.states import EXIT_GPSTAGE_ERROR, EXIT_SIGNAL_BASE, EXIT_TIMEOUT, JobState, Reason
@@ -75,6 +75,8 @@ class Launcher(ABC):
     name: ClassVar[str]
     Settings: ClassVar[type[LauncherSettings]] = LauncherSettings
     default_runner: ClassVar[str] = "process"
+    runners: ClassVar[tuple[str, ...] | None] = None  # the runners it can start the entry with; None: any
+    starts_module_image: ClassVar[bool] = False  # the entry runs in the spec's image, which must then be set
     shares_filesystem: ClassVar[bool] = False  # the entry writes the server's own paths (logs readable locally)
 
     def __init__(self, settings: LauncherSettings | None = None, store: RecordStore | None = None) -> None:
@@ -106,11 +108,25 @@ class Launcher(ABC):
         Called once the end is recorded, and again by ``clean``: it must be idempotent."""
 
     # ---- the shared flow ------------------------------------------------------------------------
+    def check(self, spec: JobSpec, runner: str) -> None:
+        """Refuse, before anything is recorded or copied, a job this launcher cannot run."""
+        from container_entry.runners import RUNNERS
+
+        if runner not in RUNNERS:
+            raise BadInput(f"unknown runner {runner!r}", f"use one of: {', '.join(RUNNERS.names())}")
+        if self.runners is not None and runner not in self.runners:
+            raise BadInput(f"the {self.name} launcher starts the entry with the {'/'.join(self.runners)} runner, not {runner}",
+                           f"use runner={self.runners[0]} ({self.name}+{self.runners[0]})")
+        if self.starts_module_image and not spec.image:
+            raise BadInput(f"{self.name}+{runner} starts the module's image, and the spec names none",
+                           "set `image` to an image that contains gpstage-entry (e.g. gpstage/runtime)")
+
     def submit(self, spec: JobSpec) -> JobHandle:
         from gpstage.stage import check_storage, stage_in
 
         check_storage(spec)
         runner = spec.runner or self.settings.runner or self.default_runner
+        self.check(spec, runner)
         self.store.create(JobRecord(job_id=spec.job_id, launcher=self.name, runner=runner, state=JobState.STAGING,
                                     settings=self.settings.model_dump(mode="json"), spec=spec))
         try:

@@ -24,7 +24,7 @@ from pydantic import Field
 from gpstage.credentials import is_credential
 from gpstage.errors import BadInput, GpstageError
 from gpstage.records import JobRecord
-from gpstage.spec import Role
+from gpstage.spec import JobSpec, Role
 from gpstage.states import JobState
 from launchers.base import BackendState, Launcher, LauncherSettings, entry_args
 
@@ -61,6 +61,8 @@ def batch_name(text: str, limit: int = 128) -> str:
 class BatchLauncher(Launcher):
     name = "batch"
     Settings = BatchSettings
+    runners = ("process",)
+    starts_module_image = True
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -94,14 +96,14 @@ class BatchLauncher(Launcher):
                                "check [launchers.batch] (job_queue, region, endpoint) and the AWS credentials") from None
 
     # ---- submit -----------------------------------------------------------------------------
+    def check(self, spec: JobSpec, runner: str) -> None:
+        super().check(spec, runner)
+        roles = {d.role for d in spec.dirs}
+        if self.settings_.legacy and not {Role.TASKLIB, Role.INPUTS} <= roles:
+            raise BadInput("legacy mode (runS3OnBatch.sh) needs a tasklib and an inputs dir", "add them, or set legacy=false")
+
     def start(self, record: JobRecord) -> str:
         spec, s = record.spec, self.settings_
-        if record.runner != "process":
-            raise BadInput(f"the batch launcher runs the entry in the module's image with the process runner, not {record.runner}",
-                           "use runner=process (batch+process)")
-        if not spec.image:
-            raise BadInput("batch+process starts the module's image, and the spec names none",
-                           "set `image` to an image that contains gpstage-entry (e.g. gpstage/runtime)")
         attempt = max(MIN_ATTEMPT_S, (spec.resources.time_s or s.default_time_s) + s.staging_grace_s)
         job = self._call("submit_job", self.client.submit_job, jobName=batch_name(f"gpstage-{spec.job_id}"),
                          jobQueue=s.job_queue, jobDefinition=self._job_definition(record),
@@ -114,10 +116,7 @@ class BatchLauncher(Launcher):
         spec = record.spec
         if not self.settings_.legacy:
             return ["gpstage-entry", *entry_args(record)]
-        tasklib = next((d.path for d in spec.dirs if d.role is Role.TASKLIB), None)
-        inputs = next((d.path for d in spec.dirs if d.role is Role.INPUTS), None)
-        if not tasklib or not inputs:
-            raise BadInput("legacy mode (runS3OnBatch.sh) needs a tasklib and an inputs dir", "add them, or set legacy=false")
+        tasklib, inputs = spec.dir(Role.TASKLIB).path, spec.dir(Role.INPUTS).path
         return ["/usr/local/bin/runS3OnBatch.sh", tasklib, inputs, spec.storage_root, spec.workdir, spec.executable_path]
 
     def _environment(self, record: JobRecord) -> dict[str, str]:

@@ -16,7 +16,7 @@ from typing import Any
 from pydantic import Field
 
 from container_entry.dockerutil import LABEL_JOB, LABEL_ROLE, docker_client, ensure_image
-from gpstage.errors import BadInput, GpstageError
+from gpstage.errors import GpstageError
 from gpstage.records import JobRecord
 from gpstage.states import JobState
 from launchers.base import BackendState, Launcher, LauncherSettings, entry_args
@@ -36,19 +36,15 @@ class DockerSettings(LauncherSettings):
 class DockerLauncher(Launcher):
     name = "docker"
     Settings = DockerSettings
+    runners = ("process",)
+    starts_module_image = True
 
     def _client(self) -> Any:
         return docker_client(self.settings.docker_host)  # type: ignore[attr-defined]
 
     def start(self, record: JobRecord) -> str:
         spec, settings = record.spec, self.settings
-        assert isinstance(settings, DockerSettings)
-        if record.runner != "process":
-            raise BadInput(f"the docker launcher runs the entry in the module's image with the process runner, not {record.runner}",
-                           "use runner=process (docker+process)")
-        if not spec.image:
-            raise BadInput("docker+process starts the module's image, and the spec names none",
-                           "set `image` to an image that contains gpstage-entry (e.g. gpstage/runtime)")
+        assert isinstance(settings, DockerSettings) and spec.image
         client = self._client()
         ensure_image(client, spec.image)
         try:

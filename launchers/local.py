@@ -22,6 +22,7 @@ from typing import Any
 from pydantic import Field
 
 from gpstage.errors import GpstageError
+from gpstage.procs import pid_alive
 from gpstage.records import JobRecord, RecordStore
 from gpstage.states import EXIT_SIGNAL_BASE, JobState
 from launchers.base import BackendState, Launcher, LauncherSettings, entry_args
@@ -66,21 +67,6 @@ class LocalLauncher(Launcher):
     def kill(self, record: JobRecord) -> None:
         if record.backend_id and pid_alive(int(record.backend_id)):
             os.kill(int(record.backend_id), signal.SIGTERM)  # the worker forwards it to the entry
-
-
-def pid_alive(pid: int) -> bool:
-    """True while ``pid`` runs; a zombie (exited, not yet reaped) counts as ended."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rpartition(")")[2].split()[0] != "Z"
-    except OSError:
-        return True  # no /proc (macOS): trust kill(0)
 
 
 def _read_backend(job_dir: Path) -> dict[str, Any]:

@@ -53,6 +53,20 @@ def service_env(request: pytest.FixtureRequest):
         _services("stop", name)
 
 
+@pytest.fixture(autouse=True)
+def isolated_state(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Every test its own job record store and an empty settings file: no test sees another's jobs,
+    nor the settings of the user running the tests (CLI processes inherit the same variables).
+    Outside ``tmp_path``, which tests list."""
+    home = tmp_path_factory.mktemp("gpstage-home")
+    state = home / "state"
+    config = home / "config.toml"
+    config.write_text("")
+    monkeypatch.setenv("GPSTAGE_STATE_DIR", str(state))
+    monkeypatch.setenv("GPSTAGE_CONFIG", str(config))
+    return state
+
+
 @pytest.fixture(scope="session", autouse=True)
 def _hermetic_aws(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
     """Dummy credentials, no instance metadata, no user config: nothing leaves this machine."""

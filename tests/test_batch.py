@@ -22,13 +22,6 @@ from tests.jobs import stored
 pytestmark = pytest.mark.timeout(300)
 
 
-@pytest.fixture(autouse=True)
-def _state(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("GPSTAGE_STATE_DIR", str(tmp_path / "state"))
-    monkeypatch.setenv("GPSTAGE_CONFIG", str(tmp_path / "none.toml"))
-    (tmp_path / "none.toml").write_text("")
-
-
 def launcher(batch_queue: dict[str, Any], **overrides: Any) -> BatchLauncher:
     settings = {"job_queue": batch_queue["queue"], "endpoint": batch_queue["endpoint"], "poll_interval": 0.3,
                 "credentials_file": batch_queue["credentials_file"], "staging_grace_s": 60, "log_push_interval": 1, **overrides}

@@ -8,7 +8,7 @@ import stat
 from pathlib import Path
 
 import pytest
-from conftest import run_cli
+from tests.conftest import run_cli
 
 from gpstage.testing.storage import make_tricky_tree, snapshot
 

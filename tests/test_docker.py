@@ -21,9 +21,6 @@ pytestmark = pytest.mark.timeout(300)
 
 @pytest.fixture(autouse=True)
 def env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, docker_host: str, docker_client) -> Iterator[None]:
-    monkeypatch.setenv("GPSTAGE_STATE_DIR", str(tmp_path / "state"))
-    monkeypatch.setenv("GPSTAGE_CONFIG", str(tmp_path / "none.toml"))
-    (tmp_path / "none.toml").write_text("")
     monkeypatch.setenv("DOCKER_HOST", docker_host)
     yield
     left = docker_client.containers.list(all=True, filters={"label": LABEL_JOB})

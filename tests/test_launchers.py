@@ -32,16 +32,6 @@ pytestmark = pytest.mark.timeout(180)
 PAIRS = ["local+process", "local+docker", "docker+process", "batch+process"]
 
 
-@pytest.fixture(autouse=True)
-def state_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """Each test its own record store (GPSTAGE_STATE_DIR), also for the CLI processes it starts."""
-    d = tmp_path / "state"
-    monkeypatch.setenv("GPSTAGE_STATE_DIR", str(d))
-    monkeypatch.setenv("GPSTAGE_CONFIG", str(tmp_path / "none.toml"))
-    (tmp_path / "none.toml").write_text("")
-    return d
-
-
 @dataclass
 class Pair:
     launcher: str

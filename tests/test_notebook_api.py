@@ -17,11 +17,8 @@ pytestmark = pytest.mark.timeout(120)
 
 
 @pytest.fixture(autouse=True)
-def _state(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("GPSTAGE_STATE_DIR", str(tmp_path / "state"))
-    monkeypatch.setenv("GPSTAGE_CONFIG", str(tmp_path / "none.toml"))
-    (tmp_path / "none.toml").write_text("")
-    monkeypatch.chdir(tmp_path)
+def _in_tmp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)  # make_job puts work dirs under ./gpstage-jobs
 
 
 def sample(**kwargs):

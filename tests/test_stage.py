@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from conftest import run_cli
+from tests.conftest import run_cli
 
 from gpstage.listing import list_url
 from gpstage.spec import Role, parse_spec

@@ -83,13 +83,19 @@ def run_cmd(
     _exit_with(result)
 
 
-def status_cmd(job_id: str = JOB_ARG, as_json: bool = JSON_OPTION) -> None:
-    """Show a job's state, exit code and files (asks the backend; does not collect)."""
+def _show_record(job_id: str, as_json: bool, op: str) -> None:
+    """Run launcher method ``op`` (status, cancel) on the job and show the record it returns."""
     from launchers.jobfiles import result_of
 
     with json_errors(as_json):
-        result = result_of(_launcher(job_id).status(job_id))
+        launcher = _launcher(job_id)
+        result = result_of(getattr(launcher, op)(job_id))
     _show(result, as_json)
+
+
+def status_cmd(job_id: str = JOB_ARG, as_json: bool = JSON_OPTION) -> None:
+    """Show a job's state, exit code and files (asks the backend; does not collect)."""
+    _show_record(job_id, as_json, "status")
 
 
 def wait_cmd(job_id: str = JOB_ARG, timeout: float = typer.Option(None, "--timeout", help="Give up after this many seconds (exit 124)."),
@@ -103,11 +109,7 @@ def wait_cmd(job_id: str = JOB_ARG, timeout: float = typer.Option(None, "--timeo
 
 def cancel_cmd(job_id: str = JOB_ARG, as_json: bool = JSON_OPTION) -> None:
     """Cancel a job: the entry gets SIGTERM, records CANCELLED and pushes its logs."""
-    from launchers.jobfiles import result_of
-
-    with json_errors(as_json):
-        result = result_of(_launcher(job_id).cancel(job_id))
-    _show(result, as_json)
+    _show_record(job_id, as_json, "cancel")
 
 
 def logs_cmd(job_id: str = JOB_ARG,

@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 from gpstage.errors import BadInput, StorageError, UnsafePath
+from gpstage.procs import pid_alive
 from gpstage.storage.tree import TEMP_PREFIX, Entry, Tree, is_reserved
 
 
@@ -24,23 +25,13 @@ def temp_name(path: str) -> str:
     return os.path.join(head, f"{TEMP_PREFIX}{os.getpid()}.{secrets.token_hex(4)}.{name}"[:255])
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def _stale_temp(name: str) -> bool:
     """A temp file whose writer (same machine) is gone."""
     try:
         pid = int(name[len(TEMP_PREFIX):].split(".", 1)[0])
     except ValueError:
         return False
-    return pid != os.getpid() and not _pid_alive(pid)
+    return pid != os.getpid() and not pid_alive(pid)
 
 
 def _within(path: str, root: str) -> bool:
