@@ -18,7 +18,12 @@ class GpstageError(Exception):
         self.fix = fix
 
     def __str__(self) -> str:
-        return f"{self.problem} — {self.fix}" if self.fix else self.problem
+        return _one_line(f"{self.problem} — {self.fix}" if self.fix else self.problem)
+
+
+def _one_line(text: str) -> str:
+    """Control characters (a newline in a user's key, a NUL in a path) shown escaped: an error stays one line."""
+    return "".join(c if c.isprintable() or c == " " else repr(c)[1:-1] for c in text)
 
 
 class BadInput(GpstageError):
