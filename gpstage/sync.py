@@ -178,9 +178,13 @@ async def _execute(plan: Plan, s: AnyTree, d: AnyTree, src: Tree, report: Transf
     """Delete, copy, fix metadata; return the paths whose copy failed (their errors are in the report)."""
     if isinstance(d, LocalTree):
         await asyncio.to_thread(_local_prepare, plan, d, report)
-    elif plan.delete:
-        await d.delete(plan.delete)
-        report.files_deleted += len(plan.delete)
+    else:
+        if plan.delete:
+            await d.delete(plan.delete)
+            report.files_deleted += len(plan.delete)
+        resumable = [r for r in plan.copy if d.multipart(src.files[r].size)]
+        if resumable:  # a killed earlier upload of these keys left parts behind: they go now
+            await d.abort_incomplete(resumable)
     if progress:
         progress.start(len(plan.copy), plan.nbytes(src))
     small, large = asyncio.Semaphore(jobs), asyncio.Semaphore(min(jobs, LARGE_JOBS))

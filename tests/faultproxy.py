@@ -20,7 +20,8 @@ FAULTS = ("500", "503", "reset", "stall")
 class FaultProxy:
     """``with FaultProxy(upstream, rate=0.2, seed=1) as proxy: proxy.url``"""
 
-    def __init__(self, upstream: str, rate: float, seed: int = 0, stall_s: float = 3.0) -> None:
+    def __init__(self, upstream: str, rate: float, seed: int = 0, stall_s: float = 3.0, trickle_s: float = 0.0) -> None:
+        self.trickle_s = trickle_s  # > 0: bodies go out 1 MiB at a time, this long apart (a slow network)
         self.upstream = urlsplit(upstream)
         self.rate = rate
         self.random = random.Random(seed)
@@ -60,6 +61,8 @@ class FaultProxy:
 
             def _relay(self) -> None:
                 body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                if proxy.trickle_s and len(body) > 2**20:
+                    time.sleep(proxy.trickle_s * len(body) / 2**20)  # a slow upload
                 fate = proxy._fate()
                 if fate in ("500", "503"):
                     payload = f"<Error><Code>{'InternalError' if fate == '500' else 'SlowDown'}</Code><Message>injected</Message></Error>".encode()
@@ -96,7 +99,11 @@ class FaultProxy:
                     self._reset()  # in the middle of the body
                     return
                 if self.command != "HEAD":
-                    self.wfile.write(data)
+                    for i in range(0, len(data), 2**20) if proxy.trickle_s else [0]:
+                        self.wfile.write(data[i:i + 2**20] if proxy.trickle_s else data)
+                        if proxy.trickle_s:
+                            self.wfile.flush()
+                            time.sleep(proxy.trickle_s)
 
             def _reset(self) -> None:
                 """Close with an RST (SO_LINGER 0), as a dropped connection looks to the client."""

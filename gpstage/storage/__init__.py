@@ -78,6 +78,7 @@ async def remove_tree(url: str, retry: RetryPolicy | None = None) -> int:
             return await asyncio.to_thread(_remove_local, tree.root)
         rels = list(await tree.raw_listing())
         await tree.delete(rels)
+        await tree.abort_incomplete()  # a killed upload's parts are storage too
         return len(rels)
 
 

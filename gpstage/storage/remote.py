@@ -124,6 +124,14 @@ class RemoteTree:
         finally:
             await asyncio.to_thread(_unlink_quietly, tmp)
 
+    def multipart(self, size: int) -> bool:
+        """Whether an upload of ``size`` bytes leaves resumable state behind if killed (S3 multipart)."""
+        return False
+
+    async def abort_incomplete(self, rels: list[str] | None = None) -> int:
+        """Abort uploads a killed writer left unfinished (for ``rels``, or all); stores without them: 0."""
+        return 0
+
     async def delete(self, rels: list[str]) -> None:
         if rels:
             keys = [self.key(r) for r in rels]

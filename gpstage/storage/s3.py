@@ -141,9 +141,12 @@ class S3Tree(RemoteTree):
     async def write_bytes(self, rel: str, data: bytes) -> None:
         await self.call(lambda: self.fs.put_bytes(self.bucket, self.object_key(rel), data), rel)
 
+    def multipart(self, size: int) -> bool:
+        return size > PART_SIZE
+
     async def upload(self, local_path: str, rel: str, size: int) -> None:
         """Upload exactly ``size`` bytes (the listed size: a growing log arrives as a consistent prefix)."""
-        if size > PART_SIZE:
+        if self.multipart(size):
             return await self._multipart(local_path, rel, size)
         data = read_range(local_path, 0, size) if size <= READ_IN_LOOP else await asyncio.to_thread(read_range, local_path, 0, size)
         await self.write_bytes(rel, data)
@@ -192,6 +195,21 @@ class S3Tree(RemoteTree):
             await asyncio.to_thread(dst.commit, tmp, final, entry.size, entry.mode, entry.time_ns)
         finally:
             await asyncio.to_thread(_unlink_quietly, tmp)
+
+    async def abort_incomplete(self, rels: list[str] | None = None) -> int:
+        """Abort multipart uploads left under the root by a killed writer: those of ``rels`` (about to be
+        written anew), or all of them (the tree is being removed). Returns how many were aborted."""
+        wanted = None if rels is None else {self.object_key(r) for r in rels}
+        found: list[tuple[str, str]] = []
+        markers: tuple[str, str] | None = None
+        while True:
+            page, markers = await self.call(lambda m=markers: self.fs.list_multipart_page(self.bucket, self.prefix, m))
+            found += [(k, u) for k, u in page if wanted is None or k in wanted]
+            if not markers:
+                break
+        for key, upload_id in found:
+            await self.call(lambda k=key, u=upload_id: self.fs.abort_multipart(self.bucket, k, u))
+        return len(found)
 
     async def delete(self, rels: list[str]) -> None:
         keys = [self.object_key(r) for r in rels]

@@ -228,6 +228,23 @@ class S3Client:
         if b"<Error>" in text:
             raise _error(500, text, resp.headers)
 
+    async def list_multipart_page(self, bucket: str, prefix: str, markers: tuple[str, str] | None
+                                  ) -> tuple[list[tuple[str, str]], tuple[str, str] | None]:
+        """One ListMultipartUploads page: (key, upload id) pairs and the markers of the next page."""
+        params = {"uploads": "", "prefix": prefix, "encoding-type": "url"}
+        if markers:
+            params["key-marker"], params["upload-id-marker"] = markers
+        root = ElementTree.fromstring(await (await self.request("GET", bucket, params=params)).read())
+        url_encoded = _text(root, "EncodingType") == "url"
+        uploads = []
+        for node in root:
+            if _local(node.tag) == "Upload":
+                fields = {_local(c.tag): c.text or "" for c in node}
+                uploads.append((unquote(fields["Key"]) if url_encoded else fields["Key"], fields["UploadId"]))
+        more = _text(root, "IsTruncated") == "true"
+        next_markers = (_text(root, "NextKeyMarker") or "", _text(root, "NextUploadIdMarker") or "") if more else None
+        return uploads, next_markers
+
     async def abort_multipart(self, bucket: str, key: str, upload_id: str) -> None:
         resp = await self.request("DELETE", bucket, key, params={"uploadId": upload_id})
         resp.release()
