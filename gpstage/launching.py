@@ -15,6 +15,7 @@ LAUNCHERS = PluginRegistry("gpstage.launchers", "launcher", {
     "local": ("launchers.local:LocalLauncher", None),
     "docker": ("launchers.docker:DockerLauncher", "docker"),
     "batch": ("launchers.batch:BatchLauncher", "batch"),
+    "slurm": ("launchers.slurm:SlurmLauncher", None),
 })
 
 

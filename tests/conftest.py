@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-pytest_plugins = ["fixtures_docker", "fixtures_batch"]  # the private dockerd, the local images, a local Batch API
+pytest_plugins = ["fixtures_docker", "fixtures_batch", "fixtures_hpc"]  # dockerd + images, a Batch API, Apptainer + Slurm
 
 ROOT = Path(__file__).resolve().parent.parent
 SERVICES = ROOT / "scripts" / "services.py"

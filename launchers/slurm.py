@@ -1,0 +1,115 @@
+"""The ``slurm`` launcher: the entry as a Slurm batch job on a shared file system (seed deployment 2).
+
+``gpstage-entry`` runs on the compute node, outside any container; with the default ``apptainer``
+runner it runs ``exec.sh`` inside the module's image, so module images need only bash. With ``nfs``
+storage the node sees the server's paths and nothing is copied (DESIGN.md §2). Submission is
+``sbatch --parsable`` of a generated script (arguments quoted; options on sbatch's command line so
+paths with spaces work); ``resources`` map to ``--cpus-per-task``, ``--mem`` and ``--time`` = time_s
++ the staging grace (DESIGN.md §10). Status comes from ``scontrol show job`` — it needs no slurmdbd,
+unlike ``sacct`` — and, once Slurm says the job ended, from the entry's own ``status.json``. Cancel is
+SIGTERM to the batch script (the entry forwards it, records CANCELLED, pushes the logs). The
+module's stdout/stderr land in the metadata dir; Slurm's own log of the entry goes to the job's
+scratch dir in the record store.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import shlex
+import subprocess
+
+from pydantic import Field
+
+from gpstage.errors import GpstageError
+from gpstage.records import JobRecord
+from gpstage.states import JobState
+from launchers.base import BackendState, Launcher, LauncherSettings, entry_args
+from launchers.local import entry_command
+
+QUEUED = {"PENDING", "CONFIGURING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED", "RESV_DEL_HOLD", "SUSPENDED"}
+RUNNING = {"RUNNING", "COMPLETING", "STAGE_OUT", "SIGNALING", "RESIZING"}
+TIMEOUT = {"TIMEOUT", "DEADLINE"}
+COMMAND_TIMEOUT_S = 60
+
+
+class SlurmSettings(LauncherSettings):
+    partition: str | None = Field(None, description="sbatch --partition")
+    account: str | None = Field(None, description="sbatch --account")
+    slurm_conf: str | None = Field(None, description="SLURM_CONF for the commands (default: the environment's)")
+    staging_grace_s: int = Field(600, ge=0, description="added to time_s for Slurm's --time")
+    default_time_s: int | None = Field(None, gt=0, description="--time for specs without time_s (default: the partition's)")
+    entry_command: str | None = Field(None, description="gpstage-entry on the nodes (default: the one beside this Python)")
+    sbatch_args: list[str] = Field(default_factory=list, description="more sbatch options, e.g. ['--qos=long']")
+    poll_interval: float = Field(2.0, gt=0)
+    log_push_interval: float | None = Field(None, ge=0)
+    kill_grace: float | None = Field(None, ge=0)
+
+
+class SlurmLauncher(Launcher):
+    name = "slurm"
+    Settings = SlurmSettings
+    default_runner = "apptainer"
+    shares_filesystem = True  # nodes see the server's paths
+
+    @property
+    def settings_(self) -> SlurmSettings:
+        assert isinstance(self.settings, SlurmSettings)
+        return self.settings
+
+    def _run(self, argv: list[str], what: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        env = dict(os.environ)
+        if self.settings_.slurm_conf:
+            env["SLURM_CONF"] = self.settings_.slurm_conf
+        for name, value in (("GPSTAGE_LOG_PUSH_INTERVAL", self.settings_.log_push_interval),
+                            ("GPSTAGE_KILL_GRACE", self.settings_.kill_grace)):
+            if value is not None:
+                env[name] = str(value)
+        try:
+            result = subprocess.run(argv, capture_output=True, text=True, env=env, timeout=COMMAND_TIMEOUT_S, check=False)
+        except FileNotFoundError:
+            raise GpstageError(f"{argv[0]} is not installed here", "run gpstage on a Slurm submit host (slurm-client)") from None
+        except subprocess.TimeoutExpired:
+            raise GpstageError(f"{argv[0]} did not answer in {COMMAND_TIMEOUT_S} s", "check that slurmctld is up (sinfo)") from None
+        if check and result.returncode != 0:
+            raise GpstageError(f"{what} failed: {(result.stderr or result.stdout).strip().splitlines()[-1:] or ['no output']}"[:400],
+                               "check the Slurm settings ([launchers.slurm]) and `sinfo`")
+        return result
+
+    def start(self, record: JobRecord) -> str:
+        spec, s = record.spec, self.settings_
+        job_dir = self.store.job_dir(record.job_id)
+        script = job_dir / "slurm.sh"
+        command = shlex.join([s.entry_command or entry_command(), *entry_args(record)])
+        script.write_text(f"#!/bin/bash\n# gpstage job {record.job_id}: the entry, on the node\nexec {command}\n")
+        argv = ["sbatch", "--parsable", f"--job-name=gpstage-{record.job_id}", f"--output={job_dir}/slurm-%j.out",
+                f"--chdir={job_dir}", f"--cpus-per-task={math.ceil(spec.resources.cpus or 1)}"]
+        if spec.resources.memory_mib:
+            argv.append(f"--mem={spec.resources.memory_mib}M")
+        limit = spec.resources.time_s or s.default_time_s
+        if limit:
+            argv.append(f"--time={math.ceil((limit + s.staging_grace_s) / 60)}")
+        argv += [f"--partition={s.partition}"] * bool(s.partition) + [f"--account={s.account}"] * bool(s.account)
+        argv += [*s.sbatch_args, str(script)]
+        return self._run(argv, "sbatch").stdout.strip().split(";")[0]
+
+    def poll(self, record: JobRecord) -> BackendState:
+        result = self._run(["scontrol", "show", "job", "--oneliner", str(record.backend_id)], "scontrol", check=False)
+        if result.returncode != 0:  # purged after MinJobAge: the entry's status.json decides
+            return BackendState(JobState.ERROR, None, f"Slurm no longer knows job {record.backend_id}")
+        fields = dict(item.split("=", 1) for item in result.stdout.split() if "=" in item)
+        state = fields.get("JobState", "UNKNOWN")
+        if state in QUEUED:
+            return BackendState(JobState.QUEUED)
+        if state in RUNNING:
+            return BackendState(JobState.RUNNING)
+        code, _, sig = fields.get("ExitCode", "0:0").partition(":")
+        exit_code = int(code) if code.isdigit() else None
+        if sig.isdigit() and int(sig):
+            exit_code = 128 + int(sig)
+        message = f"Slurm: {state}" + (f" ({fields['Reason']})" if fields.get("Reason", "None") != "None" else "")
+        ended = JobState.SUCCEEDED if state == "COMPLETED" and exit_code == 0 else JobState.FAILED
+        return BackendState(ended, exit_code, message, timed_out=state in TIMEOUT)
+
+    def kill(self, record: JobRecord) -> None:
+        self._run(["scancel", "--full", "--signal=TERM", str(record.backend_id)], "scancel", check=False)
