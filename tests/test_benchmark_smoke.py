@@ -1,0 +1,52 @@
+"""The sync benchmark (benchmarks/bench.py) still runs end to end: a --quick run on both of its servers.
+
+Why a smoke test: the benchmark starts real servers and real tools, so it breaks silently when a tool,
+a flag or a server changes. This runs it tiny (1 rep, a few files) with the tools the project venv
+has — gpstage, rclone and fsspec; the aws CLI needs its own venv from PyPI, so it is left out here
+explicitly with --tools — and checks that every tool produced a row on each server and every run
+passed its own verification. Results and work files go to a tmp dir, never to benchmarks/results.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+BENCH = ROOT / "benchmarks" / "bench.py"
+TOOLS = ["gpstage", "rclone", "fsspec"]
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(120)
+def test_quick_benchmark_has_a_row_for_every_tool_on_both_servers(tmp_path: Path) -> None:
+    out, work = tmp_path / "results", tmp_path / "work"
+    cmd = [sys.executable, str(BENCH), "--quick", "--servers", "seaweedfs,moto", "--tools", ",".join(TOOLS),
+           "--out", str(out), "--work", str(work)]
+    started = time.monotonic()
+    done = subprocess.run(cmd, check=False, capture_output=True, text=True, timeout=90, cwd=ROOT)
+    took = time.monotonic() - started
+    assert done.returncode == 0, f"exit {done.returncode}\n{done.stdout[-4000:]}\n{done.stderr[-4000:]}"
+    assert took < 90
+
+    table = (out / "latest-quick.md").read_text()
+    rows = [line for line in table.splitlines() if line.startswith("| (")]
+    for server in ("seaweedfs", "moto"):
+        for tool in [*TOOLS, "rclone-sizeonly"]:
+            assert any(f"| {server} | {tool} |" in row for row in rows), f"no row for {tool} on {server}:\n{table}"
+    assert not any("| aws |" in row for row in rows)
+    assert "## Targets" in table
+
+    payload = json.loads((out / "latest-quick.json").read_text())
+    runs = payload["runs"]
+    assert runs and all(r["ok"] for r in runs)
+    assert all(r["requests"] > 0 for r in runs), "every run must have been seen by the server"
+    assert all(r["writes"] > 0 for r in runs if r["op"] == "up")
+    assert all(r["writes"] == 0 for r in runs if r["op"] == "noop" and r["tool"] == "gpstage")
+    assert list(out.glob("2*-quick.md")) and list(out.glob("2*-quick.json"))
+    assert not list(work.glob("run-*")), "a successful run removes its run dir (server data, downloads)"
