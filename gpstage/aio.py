@@ -15,6 +15,21 @@ def run_sync(coro: Coroutine[Any, Any, T]) -> T:
     try:
         asyncio.get_running_loop()
     except RuntimeError:
-        return asyncio.run(coro)
+        return _run(coro)
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="gpstage") as pool:
-        return pool.submit(asyncio.run, coro).result()
+        return pool.submit(_run, coro).result()
+
+
+def _run(coro: Coroutine[Any, Any, T]) -> T:
+    """``asyncio.run`` whose worker threads have always finished when it returns or raises: asyncio.run
+    does not join them when a KeyboardInterrupt escapes, and a thread could still be writing a file."""
+    executor = ThreadPoolExecutor(thread_name_prefix="gpstage-io")
+
+    async def main() -> T:
+        asyncio.get_running_loop().set_default_executor(executor)
+        return await coro
+
+    try:
+        return asyncio.run(main())
+    finally:
+        executor.shutdown(wait=True)

@@ -15,7 +15,7 @@ from typing import Any
 from pydantic import BaseModel, ValidationError
 
 from gpstage.errors import BadInput
-from gpstage.spec import format_validation_error
+from gpstage.validation import format_validation_error
 
 
 def config_path() -> Path:

@@ -25,7 +25,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from gpstage.config import config_path, load_config
 from gpstage.errors import BadInput
 from gpstage.retry import RetryPolicy
-from gpstage.spec import format_validation_error
+from gpstage.validation import format_validation_error
 
 # Field names people write when they paste a secret; each has a by-reference spelling.
 _LITERAL_SECRETS = {

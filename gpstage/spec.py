@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from gpstage.credentials import SECRET_ENV_NAMES
 from gpstage.errors import BadInput
+from gpstage.validation import format_validation_error
 from gpstage.urls import dir_url, join_url, split_url
 
 # GenePattern's upload excludes, written so they match at any depth (aws-style globs cross "/").
@@ -248,18 +249,6 @@ class JobSpec(_Strict):
 
 def _is_within(path: str, parent: str) -> bool:
     return parent == "/" or path.startswith(parent.rstrip("/") + "/")
-
-
-def format_validation_error(err: ValidationError, source: str = "job spec") -> str:
-    """One line per problem, each naming the field: ``job spec: dirs.0.path: ... must be absolute``."""
-    parts = []
-    for e in err.errors():
-        loc = ".".join(str(x) for x in e["loc"] if not str(x).startswith("function-"))
-        msg = e["msg"].removeprefix("Value error, ")
-        if e["type"] == "extra_forbidden":
-            msg = "unknown key (check the spelling; see `gpstage spec schema`)"
-        parts.append(f"{loc}: {msg}" if loc else msg)
-    return f"{source}: " + "; ".join(parts)
 
 
 def parse_spec(text: str, source: str = "job spec") -> JobSpec:

@@ -153,7 +153,13 @@ async def _plan(src: Tree, dst: Tree, d: AnyTree, checksum: bool, delete: bool) 
         verdict = None if checksum and de is not None and se.size == de.size else _verdict(se, de)
         if verdict is None:
             a, b = await asyncio.gather(_md5(se), _md5(de))
-            same = a is not None and a == b
+            if a is not None and b is not None:
+                same = a == b
+            else:
+                # the store lists no MD5 for this object (S3 multipart, Azure blobs uploaded in blocks by
+                # other tools, GCS composites): content cannot be compared, so --checksum falls back to the
+                # metadata rule; undecided (times too close to call) still means copy
+                same = checksum and _verdict(se, de) is False
         else:
             same = not verdict
         if not same:

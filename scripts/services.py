@@ -4,6 +4,8 @@
     python scripts/services.py start s3        # moto server (S3 now; AWS Batch later) on a free port
     python scripts/services.py stop s3
     python scripts/services.py start docker    # a private dockerd: own socket, data root, exec root
+    python scripts/services.py start gcs       # gcp-storage-emulator (Google Cloud Storage), in memory
+    python scripts/services.py start az        # Azurite (Azure Blob storage); npm-installs it when missing
     python scripts/services.py env             # print the env file: KEY=VALUE lines
 
 Each service writes its pid to ``.services/<name>.pid`` and its settings (endpoints) to
@@ -14,6 +16,7 @@ Standard library only, so it runs before anything is installed.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
 import http.client
 import os
@@ -26,7 +29,11 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
+
+import apptainer_service  # scripts/ is on sys.path when this runs as a script
+import slurm_service
 
 ROOT = Path(__file__).resolve().parent.parent
 STATE = Path(os.environ.get("GPSTAGE_SERVICES_DIR", ROOT / ".services"))
@@ -106,18 +113,126 @@ def spawn(name: str, argv: list[str], env: dict[str, str] | None = None) -> int:
 
 
 # ---- services ---------------------------------------------------------------------------------
-def start_s3() -> None:
-    """moto in server mode: S3 (and, for the Batch launcher, AWS Batch)."""
-    if running("s3"):
+def start_moto(name: str, env_key: str, extra_env: dict[str, str] | None = None) -> None:
+    if running(name):
         return
     moto = BIN / "moto_server"
     if not moto.exists():
         raise SystemExit(f"{moto} not found: pip install 'moto[server]' (scripts/test.sh does)")
     port = free_port()
-    pid = spawn("s3", [str(moto), "-H", "127.0.0.1", "-p", str(port)], {"MOTO_PORT": str(port)})
+    pid = spawn(name, [str(moto), "-H", "127.0.0.1", "-p", str(port)], {"MOTO_PORT": str(port), **(extra_env or {})})
     endpoint = f"http://127.0.0.1:{port}"
     wait_http(f"{endpoint}/moto-api/", 30, pid)
-    write_env({"GPSTAGE_TEST_S3_ENDPOINT": endpoint})
+    write_env({env_key: endpoint})
+
+
+def start_s3() -> None:
+    """moto in server mode: the S3 server of the tests."""
+    start_moto("s3", "GPSTAGE_TEST_S3_ENDPOINT")
+
+
+def start_batch() -> None:
+    """A second moto for AWS Batch: it runs each job's container on the private dockerd, with host
+    networking so the job reaches the S3 server on 127.0.0.1."""
+    start_docker()
+    docker_host = read_env()["GPSTAGE_TEST_DOCKER_HOST"]
+    start_moto("batch", "GPSTAGE_TEST_BATCH_ENDPOINT", {"DOCKER_HOST": docker_host, "MOTO_DOCKER_NETWORK_MODE": "host"})
+
+
+# ---- object stores of other clouds: Google Cloud Storage and Azure Blob ------------------------
+@contextlib.contextmanager
+def service_lock(name: str) -> Iterator[None]:
+    """An exclusive lock while one process starts ``name`` (two test sessions may start it at once)."""
+    import fcntl
+
+    STATE.mkdir(parents=True, exist_ok=True)
+    with open(STATE / f"{name}.lock", "w") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        yield
+
+
+def log_tail(path: Path, lines: int = 15) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return ""
+
+
+def start_gcs() -> None:
+    """gcp-storage-emulator, in memory, through scripts/gcs_emulator.py (a deeper listen backlog)."""
+    with service_lock("gcs"):
+        if running("gcs"):
+            return
+        py = BIN / "python"
+        probe = subprocess.run([str(py), "-c", "import gcp_storage_emulator"], capture_output=True, check=False)
+        if probe.returncode:
+            raise SystemExit(f"gcp-storage-emulator is not installed in {py.parent.parent}: pip install -e '.[test]' "
+                             "(scripts/test.sh does)")
+        port = free_port()
+        pid = spawn("gcs", [str(py), str(ROOT / "scripts" / "gcs_emulator.py"), "start", "--host", "127.0.0.1",
+                            "--port", str(port), "--in-memory", "--quiet"])
+        endpoint = f"http://127.0.0.1:{port}"
+        try:
+            wait_http(f"{endpoint}/storage/v1/b", 30, pid)
+        except SystemExit as err:
+            stop("gcs")
+            raise SystemExit(f"{err}\n{log_tail(STATE / 'gcs.log')}") from None
+        write_env({"GPSTAGE_TEST_GCS_ENDPOINT": endpoint})
+
+
+# Azurite's development account: a public constant documented by Microsoft, valid only against Azurite.
+AZURITE_ACCOUNT = "devstoreaccount1"
+AZURITE_KEY = "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
+AZURITE_VERSION = "3"  # npm version range
+AZURITE_DIR = STATE / "azurite"
+
+
+def ensure_azurite() -> Path:
+    """``azurite-blob`` from npm into .services/azurite (tens of seconds, once); nodejs/npm from apt if missing."""
+    exe = AZURITE_DIR / "node_modules" / ".bin" / "azurite-blob"
+    if exe.exists():
+        return exe
+    if not tool_path("npm"):
+        apt_install(["nodejs", "npm"])
+    AZURITE_DIR.mkdir(parents=True, exist_ok=True)
+    log = STATE / "npm.log"
+    print(f"installing azurite@{AZURITE_VERSION} with npm into {AZURITE_DIR} (once)", file=sys.stderr)
+    with open(log, "ab") as out:
+        rc = subprocess.run([tool_path("npm") or "npm", "install", "--prefix", str(AZURITE_DIR), "--no-audit", "--no-fund",
+                             "--loglevel=error", f"azurite@{AZURITE_VERSION}"], stdout=out, stderr=subprocess.STDOUT,
+                            stdin=subprocess.DEVNULL, check=False, timeout=600).returncode
+    if rc or not exe.exists():
+        raise SystemExit(f"npm install azurite failed (exit {rc}); see {log}:\n{log_tail(log)}")
+    return exe
+
+
+def start_az() -> None:
+    """Azurite's blob service on a free port, with a fresh data dir."""
+    with service_lock("az"):
+        if running("az"):
+            return
+        exe = ensure_azurite()
+        data = STATE / "azurite-data"
+        shutil.rmtree(data, ignore_errors=True)
+        data.mkdir(parents=True)
+        port = free_port()
+        pid = spawn("az", [str(exe), "--blobHost", "127.0.0.1", "--blobPort", str(port), "--location", str(data),
+                           "--skipApiVersionCheck", "--loose", "--silent", "--disableTelemetry"])
+        endpoint = f"http://127.0.0.1:{port}/{AZURITE_ACCOUNT}"
+        try:
+            wait_http(f"{endpoint}?comp=list", 60, pid)
+        except SystemExit as err:
+            stop("az")
+            raise SystemExit(f"{err}\n{log_tail(STATE / 'az.log')}") from None
+        write_env({"GPSTAGE_TEST_AZURE_CONNECTION_STRING": f"DefaultEndpointsProtocol=http;AccountName={AZURITE_ACCOUNT};"
+                                                           f"AccountKey={AZURITE_KEY};BlobEndpoint={endpoint};"})
+
+
+def stop_az() -> None:
+    pid = running("az")
+    if pid:
+        stop_group(pid, "az")
+    shutil.rmtree(STATE / "azurite-data", ignore_errors=True)
 
 
 # ---- docker: a private dockerd ----------------------------------------------------------------
@@ -268,15 +383,18 @@ def stop_docker() -> None:
     (docker_dir() / "docker.sock").unlink(missing_ok=True)
 
 
-SERVICES = {"s3": (start_s3, "GPSTAGE_TEST_S3_"), "docker": (start_docker, "GPSTAGE_TEST_DOCKER_")}
-STOPPERS = {"docker": stop_docker}  # services that need more than a signal to the process group
+SERVICES = {"s3": (start_s3, "GPSTAGE_TEST_S3_"), "docker": (start_docker, "GPSTAGE_TEST_DOCKER_"),
+            "gcs": (start_gcs, "GPSTAGE_TEST_GCS_"), "az": (start_az, "GPSTAGE_TEST_AZURE_"),
+            "batch": (start_batch, "GPSTAGE_TEST_BATCH_"),
+            "apptainer": (lambda: write_env(apptainer_service.start(STATE)), "GPSTAGE_TEST_APPTAINER"),
+            "slurm": (lambda: write_env(slurm_service.start(STATE)), "GPSTAGE_TEST_SLURM_")}
+STOPPERS = {"docker": stop_docker, "az": stop_az,
+            "apptainer": lambda: apptainer_service.stop(STATE), "slurm": lambda: slurm_service.stop(STATE)}  # services that need more than a signal to the process group
 
 
-def stop(name: str) -> None:
-    pid = running(name)
-    if name in STOPPERS:
-        STOPPERS[name]()
-    elif pid:
+def stop_group(pid: int, name: str) -> None:
+    """SIGTERM to the service's process group, SIGKILL after 5 s; forget its pid file."""
+    try:
         os.killpg(pid, signal.SIGTERM)
         for _ in range(50):
             if not pid_alive(pid):
@@ -284,7 +402,17 @@ def stop(name: str) -> None:
             time.sleep(0.1)
         else:
             os.killpg(pid, signal.SIGKILL)
-        (STATE / f"{name}.pid").unlink(missing_ok=True)
+    except ProcessLookupError:
+        pass
+    (STATE / f"{name}.pid").unlink(missing_ok=True)
+
+
+def stop(name: str) -> None:
+    pid = running(name)
+    if name in STOPPERS:
+        STOPPERS[name]()
+    elif pid:
+        stop_group(pid, name)
     drop_env(SERVICES[name][1])
 
 

@@ -16,19 +16,22 @@ from pathlib import Path
 
 import pytest
 
-pytest_plugins = ["fixtures_docker", "fixtures_batch", "fixtures_hpc"]  # dockerd + images, a Batch API, Apptainer + Slurm
+pytest_plugins = ["fixtures_docker", "fixtures_batch", "fixtures_hpc", "fixtures_clouds"]  # dockerd + images, Batch, HPC, GCS + Azure
 
 ROOT = Path(__file__).resolve().parent.parent
 SERVICES = ROOT / "scripts" / "services.py"
 sys.path.insert(0, str(ROOT))  # examples/ (the sample module) is shared by the tests and the demo
 
-# Storage every job-level test runs on (the entry now, every launcher later); gs/az join here.
+# Storage every job-level test runs on; the entry's tests also run on ALL_STORAGE (gs, az).
 JOB_STORAGE = ["file", "nfs", "s3"]
+ALL_STORAGE = [*JOB_STORAGE, "gs", "az"]
 
 
 def _services(*args: str) -> str:
-    return subprocess.run([sys.executable, str(SERVICES), *args], check=True, capture_output=True, text=True,
-                          timeout=120).stdout
+    proc = subprocess.run([sys.executable, str(SERVICES), *args], capture_output=True, text=True, timeout=300, check=False)
+    if proc.returncode:  # the reason (a failed apt or npm install, a port) is in its stderr
+        raise RuntimeError(f"scripts/services.py {' '.join(args)} failed (exit {proc.returncode}):\n{proc.stderr}")
+    return proc.stdout
 
 
 def _env_values() -> dict[str, str]:
@@ -120,6 +123,10 @@ def job_storage_root(request: pytest.FixtureRequest, tmp_path: Path) -> str:
         return f"file://{tmp_path}/storage root"
     if request.param == "nfs":
         return "nfs:///"
+    if request.param == "gs":
+        return f"gs://{request.getfixturevalue('gcs_bucket')}/gp"
+    if request.param == "az":
+        return f"az://{request.getfixturevalue('azure_container')}/gp"
     return f"s3://{request.getfixturevalue('bucket')}/gp"
 
 

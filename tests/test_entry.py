@@ -17,6 +17,7 @@ from examples.sample_job import expected_counts, lay_out_job
 from gpstage.errors import StorageError
 from gpstage.spec import JobSpec, Role
 from gpstage.stage import stage_in
+from tests.conftest import ALL_STORAGE
 from tests.jobs import BIN, fresh_node, run_entry, stored, stored_json
 
 pytestmark = pytest.mark.timeout(120)
@@ -41,6 +42,7 @@ def local_status(spec: JobSpec) -> dict:
     return json.loads(Path(spec.metadata_dir, "status.json").read_text())
 
 
+@pytest.mark.parametrize("job_storage_root", ALL_STORAGE, indirect=True)
 @pytest.mark.parametrize("mode", ["spec", "legacy"])
 def test_sample_module_runs_and_everything_lands_on_storage(tmp_path: Path, job_storage_root: str, mode: str) -> None:
     spec = lay_out_job(tmp_path / "server side", job_storage_root, libraries_in_tasklib=mode == "legacy")
@@ -64,6 +66,7 @@ def test_sample_module_runs_and_everything_lands_on_storage(tmp_path: Path, job_
     assert {"stage-in", "run", "stage-out"} <= status["phases"].keys()
 
 
+@pytest.mark.parametrize("job_storage_root", ALL_STORAGE, indirect=True)
 def test_failing_module_records_its_code_and_still_pushes_logs(tmp_path: Path, job_storage_root: str) -> None:
     spec = lay_out_job(tmp_path / "srv", job_storage_root, exit_code=3)
     submit(spec)

@@ -17,6 +17,7 @@ from gpstage.errors import StorageError
 from gpstage.spec import Role
 from gpstage.stage import stage_in, stage_out
 from gpstage.sync import sync
+from gpstage.testing.storage import snapshot
 from tests.faultproxy import FaultProxy
 from tests.jobs import fresh_node, run_entry
 
@@ -59,3 +60,20 @@ def test_a_dead_network_fails_in_bounded_time_with_one_line(tmp_path: Path, buck
             sync(str(src), f"s3://{bucket}/dead")
     assert time.monotonic() - started < 60
     assert "\n" not in str(err.value) and str(err.value).startswith(f"s3://{bucket}/dead")
+
+
+def test_gcs_through_a_faulty_network(tmp_path: Path, gcs_bucket: str, gcs_endpoint: str) -> None:
+    """A second object store behind the same proxy: a tree up and down, byte-identical, retries counted."""
+    src = tmp_path / "src"
+    for i in range(40):
+        (src / f"d{i % 4}").mkdir(parents=True, exist_ok=True)
+        (src / f"d{i % 4}" / f"f{i}.txt").write_text(f"file {i}\n" * (i + 1))
+    with FaultProxy(gcs_endpoint, rate=0.2, seed=12, stall_s=2.5) as proxy:
+        Path(os.environ["GPSTAGE_CONFIG"]).write_text(
+            f'[storage."gs://{gcs_bucket}/"]\nendpoint = "{proxy.url}"\nconnect_timeout = 1\nread_timeout = 1\n'
+            "retry = {attempts = 12, base_delay = 0.05, max_delay = 0.3}\n")
+        up = sync(str(src), f"gs://{gcs_bucket}/t")
+        down = sync(f"gs://{gcs_bucket}/t", str(tmp_path / "back"))
+    assert snapshot(tmp_path / "back") == snapshot(src)
+    assert sum(n for fate, n in proxy.counts.items() if fate != "pass") >= 3
+    assert up.retries + down.retries >= 1

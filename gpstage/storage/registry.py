@@ -21,6 +21,11 @@ PROVIDERS = PluginRegistry(ENTRY_POINT_GROUP, "storage scheme", {
     "file": ("gpstage.storage.localfs:FileProvider", None),
     "nfs": ("gpstage.storage.localfs:NfsProvider", None),
     "s3": ("gpstage.storage.s3:S3Provider", "s3"),
+    "gs": ("gpstage.storage.gcs:GcsProvider", "gcs"),
+    "gcs": ("gpstage.storage.gcs:GcsProvider", "gcs"),  # gcsfs's other name for gs://
+    "az": ("gpstage.storage.azure:AzureProvider", "azure"),
+    "abfs": ("gpstage.storage.azure:AzureProvider", "azure"),
+    "abfss": ("gpstage.storage.azure:AzureProvider", "azure"),  # adlfs's TLS spelling of abfs://
 })
 
 
