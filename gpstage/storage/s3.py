@@ -120,7 +120,7 @@ class S3Tree(RemoteTree):
         super().__init__(*args)
         self.bucket, _, key = self.root.partition("/")
         self.prefix = f"{key}/" if key else ""
-        self.part_slots = asyncio.Semaphore(2 * PARTS_IN_FLIGHT)  # parts in memory across all files of this sync
+        self.part_slots = asyncio.Semaphore(PARTS_IN_FLIGHT)  # parts in memory across all files of this sync (RSS bound)
 
     def object_key(self, rel: str) -> str:
         return f"{self.prefix}{rel}"
