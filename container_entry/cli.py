@@ -34,6 +34,15 @@ environment:
   GPSTAGE_LOG_PUSH_INTERVAL    seconds between pushes of the metadata dir while the module runs (30; 0: off)
   GPSTAGE_KILL_GRACE           seconds between TERM and KILL at the time limit or on cancel (10)
   GPSTAGE_JOBS                 parallel transfers per dir
+  GPSTAGE_CANCEL_POLL_INTERVAL seconds between looks for a launcher's cancel request on storage (0: never)
+docker runner:
+  DOCKER_HOST                  the docker engine (default unix:///var/run/docker.sock)
+  GPSTAGE_DOCKER_USER          uid:gid of the module's container (default: this user, or the working dir's owner)
+  GPSTAGE_DOCKER_NETWORK       network mode of the module's container (default: docker's)
+  GPSTAGE_STAGING_ROOT         wrapper mode (this entry runs in a container with the docker socket): a dir of
+                               the docker HOST mounted at the same path here; each staged dir P lives at ROOT+P
+  GPSTAGE_COMMIT_TAG           as --commit-tag
+  DOCKER_CONFIG                dir of the docker config.json holding the registry credentials (by reference)
 Storage credentials come from each provider's standard environment (AWS_*, ...); the module does not see them.
 
 exit codes: the module's own; 125 gpstage error; 127 executable missing; 142 time limit; 128+N signal N.
@@ -59,6 +68,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--jobs", type=int, metavar="N", help="parallel transfers per dir")
     p.add_argument("--prerun-script", metavar="PATH", help="custom script sourced before the module")
     p.add_argument("--postrun-script", metavar="PATH", help="custom script sourced after the outputs are pushed")
+    p.add_argument("--staging-root", metavar="PATH", help="wrapper mode: the docker host's staging dir, mounted at the same path")
+    p.add_argument("--commit-tag", metavar="REGISTRY/REPO:TAG",
+                   help="after a successful run, commit the module image with TASKLIB and libraries and push it "
+                        "(REGISTRY/REPO: tag from the module version; REGISTRY/NS/: name and tag from the module)")
     p.add_argument("-q", "--quiet", action="store_true", default=None, help="do not echo the entry log to stderr")
     p.add_argument("--version", action="version", version=f"gpstage-entry {_version()}")
     return p
@@ -102,9 +115,18 @@ def run(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None)
         check_storage(spec)
         settings = EntrySettings.from_env(env, log_push_interval=args.log_push_interval, kill_grace=args.kill_grace,
                                           jobs=args.jobs, prerun_script=args.prerun_script,
-                                          postrun_script=args.postrun_script, quiet=args.quiet)
+                                          postrun_script=args.postrun_script, quiet=args.quiet,
+                                          staging_root=args.staging_root, commit_tag=args.commit_tag)
         runner = get_runner(args.runner or spec.runner or env.get("GPSTAGE_RUNNER"))
         runner.check(spec)
+        if settings.commit_tag:
+            from container_entry.commit import commit_reference
+            from gpstage.errors import BadInput
+
+            if not runner.can_commit:
+                raise BadInput(f"--commit-tag needs a runner that starts the module's image, not {runner.name}",
+                               "use --runner docker, or drop the commit tag")
+            commit_reference(settings.commit_tag, spec)  # a bad tag fails now, not after the run
     except GpstageError as e:
         print(f"gpstage-entry: error: {e}", file=sys.stderr)
         return EXIT_GPSTAGE_ERROR

@@ -11,6 +11,7 @@ from gpstage.errors import GpstageError, MissingDependency
 
 LABEL_JOB = "org.gpstage.job-id"
 LABEL_ROLE = "org.gpstage.role"  # "module" (docker runner) or "entry" (docker launcher)
+LABEL_STAGING = "org.gpstage.staging-root"  # wrapper mode: the module's staging dir on the docker host
 PULL_TIMEOUT_S = 600
 
 

@@ -20,6 +20,8 @@ from gpstage.spec import JobSpec, Role
 
 # Variables bash itself sets or changes; a sourced script "exporting" them means nothing.
 _SHELL_NOISE = frozenset({"SHLVL", "PWD", "OLDPWD", "_"})
+# Registry credentials by reference (commit and push): the entry's, never the module's.
+_REGISTRY_CREDENTIALS = frozenset({"DOCKER_CONFIG", "DOCKER_AUTH_CONFIG", "REGISTRY_AUTH_FILE"})
 
 
 class StepFailed(GpstageError):
@@ -64,7 +66,7 @@ def job_environment(exported: Mapping[str, str | None], spec: JobSpec) -> dict[s
 def _without_credentials(env: Mapping[str, str]) -> dict[str, str]:
     from gpstage.profiles import credential_env_names
 
-    named = credential_env_names()
+    named = credential_env_names() | _REGISTRY_CREDENTIALS
     return {k: v for k, v in without_credentials(env).items() if k not in named}
 
 

@@ -6,15 +6,19 @@
    dir pushed every 30 s meanwhile;
 4. write ``exit_code.txt`` and ``status.json``; 5. run the post-hooks;
 6. push every ``out``/``inout`` dir — also when the module failed — then source the post-run custom
-   script; 7. push the metadata dir LAST, so a terminal ``status.json`` on storage means every
-   output is already there.
-A failure in any step is recorded (state ERROR, exit 125) and the logs are still pushed.
+   script; with a commit tag and a SUCCEEDED module, commit and push the finished module image;
+   7. push the metadata dir LAST, so a terminal ``status.json`` on storage means every
+   output is already there; 8. let the runner remove what it prepared (wrapper mode's staging dir).
+A failure in any step is recorded (state ERROR, exit 125) and the logs are still pushed. A failed
+commit or push is not a failure of the job: the state stays SUCCEEDED, ``status.json`` says what went
+wrong (its ``message``, and the ``commit`` entry of its ``transfers``).
 """
 
 from __future__ import annotations
 
 import os
 import signal
+import time
 import traceback
 from collections.abc import Mapping
 from typing import Any
@@ -23,7 +27,7 @@ from container_entry.environment import job_environment, module_environment, run
 from container_entry.record import EntryLog, now, write_exit_code, write_status
 from container_entry.runners import Runner, RunRequest
 from container_entry.settings import LOG_NAME, STATUS_NAME, EntrySettings
-from container_entry.supervise import LivePush, Outcome, Supervisor
+from container_entry.supervise import CancelWatch, LivePush, Outcome, Supervisor
 from gpstage.aio import run_sync
 from gpstage.errors import GpstageError
 from gpstage.spec import JobSpec, Role
@@ -62,14 +66,20 @@ class Entry:
     # ---- the run --------------------------------------------------------------------------
     def run(self) -> int:
         previous = {s: signal.signal(s, self._on_signal) for s in HANDLED_SIGNALS}
+        watch = CancelWatch(self.spec, self.settings.cancel_poll_interval, self._cancel_requested, self.log)
         try:
-            pulled = self._run_steps()
+            with watch:
+                pulled = self._run_steps()
             self.phase = "finishing"
             self._finish(pulled)
         finally:
             for s, handler in previous.items():
                 signal.signal(s, handler)
             self.log.close()
+            try:
+                self.runner.release(self.log)
+            except Exception as e:  # noqa: BLE001 - everything is pushed; a leftover is only logged
+                self.log(f"could not clean up after the runner: {e}")
         assert self.status.exit_code is not None
         return self.status.exit_code
 
@@ -108,6 +118,8 @@ class Entry:
                 self._custom_script("postrun", self.settings.postrun_script)
             except GpstageError as e:
                 self._error(e)
+            if self.settings.commit_tag and self.status.state is JobState.SUCCEEDED:
+                self._commit(self.settings.commit_tag)
         self.status.ended_at = now()
         try:
             write_exit_code(self.paths["exitcode"], self.status.exit_code or 0)
@@ -115,12 +127,13 @@ class Entry:
             self.log(f"finished: {self.status.state.value}, exit code {self.status.exit_code}")
             transfers = self._stage(inbound=False, roles=(Role.METADATA,))
             self.log(f"pushed the metadata dir: {_summaries(transfers)}")
-        except GpstageError as e:
+        except (GpstageError, OSError) as e:  # OSError: the metadata dir could not even be created
             self.log(f"could not push the metadata dir: {e}")
             self.status.exit_code = EXIT_GPSTAGE_ERROR
 
     # ---- steps ----------------------------------------------------------------------------
     def _make_dirs(self) -> None:
+        self.runner.prepare(self.spec, self.settings, self.log)
         try:
             for d in self.spec.dirs:
                 os.makedirs(d.path, exist_ok=True)
@@ -150,6 +163,35 @@ class Entry:
             self.exported = changed
             if changed:
                 self.log(f"  exported to the module: {', '.join(sorted(changed))}")
+
+    def _commit(self, tag: str) -> None:
+        """Commit and push the finished module image; a failure is recorded, never fatal to the job."""
+        from container_entry.commit import commit_reference
+
+        try:
+            reference = commit_reference(tag, self.spec)
+        except GpstageError as e:  # checked before the run; only a changed environment gets here
+            self.status.message = "; ".join(filter(None, (self.status.message, f"commit: {e}")))
+            return
+        self.log(f"commit {reference}: start")
+        started = time.monotonic()
+        try:
+            record = self.runner.commit(self.spec, reference, self.log)
+        except Exception as e:  # noqa: BLE001 - e.g. the engine is gone: still only a failed commit
+            record = {"phase": "commit", "image": reference, "pushed": False, "error": str(e).splitlines()[0][:300]}
+        seconds = time.monotonic() - started
+        for name, value in record.get("seconds", {}).items():
+            self.status.phases[name] = value
+        self.status.transfers.append(record)
+        if record.get("error"):
+            self.log(f"commit {reference}: failed in {seconds:.2f} s: {record['error']}")
+            self.status.message = "; ".join(filter(None, (self.status.message, f"commit: {record['error']}")))
+        else:
+            self.log(f"commit {reference}: done in {seconds:.2f} s")
+
+    def _cancel_requested(self) -> None:
+        """A launcher asked on storage to cancel (a backend whose own kill is a SIGKILL): act as on SIGTERM."""
+        os.kill(os.getpid(), signal.SIGTERM)
 
     def _hooks(self, phase: str, hooks: list[str], env: dict[str, str]) -> None:
         for hook in hooks:

@@ -17,6 +17,7 @@ PRERUN_SCRIPT = "/usr/local/bin/runS3Batch_prerun_custom.sh"
 POSTRUN_SCRIPT = "/usr/local/bin/runS3Batch_postrun_custom.sh"
 LOG_NAME = "gpstage-entry.log"  # the entry's own log, beside (never mixed with) the module's output
 STATUS_NAME = "status.json"
+CANCEL_NAME = "cancel.json"  # a launcher's cancel request, in the metadata dir on storage (docs/wrapper-mode.md)
 
 
 @dataclass(frozen=True)
@@ -30,6 +31,13 @@ class EntrySettings:
     kill_grace: float = 10.0  # seconds between TERM and KILL at the time limit
     jobs: int | None = None  # parallel transfers per dir (None: the sync engine's default)
     quiet: bool = False  # do not echo the entry log to stderr
+    # Wrapper mode (docker runner inside a container): a dir of the DOCKER HOST, mounted at the same path in
+    # the entry's container, under which each staged dir P lives at ROOT + P (docs/wrapper-mode.md).
+    staging_root: str | None = None
+    # After a successful run, commit the module image with TASKLIB and libraries and push it here:
+    # REGISTRY/REPO:TAG, or REGISTRY/REPO (tag from the module version) or REGISTRY/NS/ (name too).
+    commit_tag: str | None = None
+    cancel_poll_interval: float = 0.0  # seconds between looks for a cancel request on storage; 0: never
 
     @classmethod
     def from_env(cls, env: Mapping[str, str], **overrides: object) -> EntrySettings:
@@ -43,8 +51,17 @@ class EntrySettings:
             "log_push_interval": _number(env, "GPSTAGE_LOG_PUSH_INTERVAL", cls.log_push_interval),
             "kill_grace": _number(env, "GPSTAGE_KILL_GRACE", cls.kill_grace),
             "jobs": int(_number(env, "GPSTAGE_JOBS", 0)) or None,
+            "staging_root": env.get("GPSTAGE_STAGING_ROOT") or None,
+            "commit_tag": env.get("GPSTAGE_COMMIT_TAG") or None,
+            "cancel_poll_interval": _number(env, "GPSTAGE_CANCEL_POLL_INTERVAL", cls.cancel_poll_interval),
         }
         values.update({k: v for k, v in overrides.items() if v is not None})
+        root = values["staging_root"]
+        if root is not None and (not isinstance(root, str) or not os.path.isabs(root) or root.rstrip("/") == ""):
+            raise BadInput(f"GPSTAGE_STAGING_ROOT={root!r} must be an absolute path other than /",
+                           "point it at the docker host's staging dir, mounted at the same path in this container")
+        if isinstance(root, str):
+            values["staging_root"] = os.path.normpath(root)
         return cls(**values)  # type: ignore[arg-type]
 
     def in_metadata(self, metadata_dir: str, name: str) -> str:

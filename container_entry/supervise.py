@@ -3,20 +3,25 @@
 The time limit is the entry's own (DESIGN.md §10): TERM to the whole module, a grace period, then
 KILL, recorded as 142. A signal the entry receives is forwarded to the module (the same grace and
 KILL follow). While the module runs, a background thread pushes the metadata dir every
-``interval`` seconds so that ``stdout.txt``/``stderr.txt`` can be followed remotely.
+``interval`` seconds so that ``stdout.txt``/``stderr.txt`` can be followed remotely. Where a backend's
+own cancel is a hard kill, a launcher asks for a cancel on storage instead; :class:`CancelWatch` sees it.
 """
 
 from __future__ import annotations
 
+import json
+import os
 import signal
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from typing_extensions import Self
 
 from container_entry.runners import ModuleRun
+from container_entry.settings import CANCEL_NAME
+from gpstage.spec import JobSpec, Role
 
 POLL_S = 0.2  # how often the supervisor looks at the clock and the module
 
@@ -90,3 +95,55 @@ class LivePush:
                 self.pushes += 1
             except Exception as err:  # noqa: BLE001 - a failed live push must not stop the job; the final push reports
                 self.log(f"live push of the logs failed (will retry in {self.interval:g} s): {err}")
+
+
+class CancelWatch:
+    """Looks every ``interval`` seconds for a cancel request on storage (``<metadata URL>/cancel.json``,
+    written by a launcher whose backend would otherwise only SIGKILL the entry) and calls ``cancel``
+    once when it finds one meant for this run. ``interval`` 0: off (no request is ever made)."""
+
+    def __init__(self, spec: JobSpec, interval: float, cancel: Callable[[], None], log: Callable[[str], None],
+                 env: Mapping[str, str] | None = None) -> None:
+        self.spec, self.interval, self.cancel, self.log = spec, interval, cancel, log
+        self.env = os.environ if env is None else env
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="gpstage-cancel-watch", daemon=True)
+
+    def __enter__(self) -> Self:
+        if self.interval > 0:
+            self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join()
+
+    def requested(self) -> bool:
+        from gpstage.aio import run_sync
+        from gpstage.storage import read_url
+
+        try:
+            raw = run_sync(read_url(cancel_url(self.spec)))
+        except Exception:  # noqa: BLE001 - not there (or storage unreachable: the next look will tell)
+            return False
+        try:
+            doc = json.loads(raw)
+        except ValueError:
+            doc = {}
+        wanted = doc.get("backend_id") if isinstance(doc, dict) else None
+        mine = self.env.get("AWS_BATCH_JOB_ID")
+        return not wanted or not mine or wanted == mine  # a request for an earlier run of this job_id is not ours
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.interval):
+            if self.requested():
+                self.log("cancel requested on storage")
+                self.cancel()
+                return
+
+
+def cancel_url(spec: JobSpec) -> str:
+    from gpstage.urls import join_url
+
+    return join_url(spec.url_of(spec.dir(Role.METADATA)), CANCEL_NAME)

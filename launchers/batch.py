@@ -1,6 +1,14 @@
 """The ``batch`` launcher: AWS Batch (seed deployment 3) — the job's dirs staged to object storage, the
 entry started as a Batch job in the module's image (``batch+process``), polled, collected.
 
+``batch+docker`` (wrapper mode, docs/wrapper-mode.md, the Docker-in-Docker prototype of CONTRACTS.md):
+the Batch job runs the ENTRY image (``entry_image``) with the node's docker socket and a node-local
+``staging_dir`` mounted at the same path; the entry stages into ``<staging_dir>/<job>-<nonce>``,
+starts the module's ``image`` (any image with bash) on the node's engine, and removes its staging
+dir at the end. Cancel is cooperative first: a ``cancel.json`` request on storage, which the entry
+polls, then ``terminate_job`` after ``cancel_grace_s`` (a backend's terminate may be a SIGKILL that
+leaves the entry no time to stop the module's container and clean up).
+
 Job definitions: one per image + resources + mounts, found or registered under a deterministic name
 and cached. Memory and vCPUs go in ``resourceRequirements`` (vCPUs rounded up); the attempt timeout is
 ``time_s`` + the staging grace, never below AWS's 60 s (DESIGN.md §10). Credentials never travel in
@@ -17,6 +25,8 @@ import json
 import math
 import os
 import re
+import time
+import uuid
 from typing import Any
 
 from pydantic import Field
@@ -27,6 +37,7 @@ from gpstage.records import JobRecord
 from gpstage.spec import JobSpec, Role
 from gpstage.states import JobState
 from launchers.base import BackendState, Launcher, LauncherSettings, entry_args
+from launchers.docker import DEFAULT_ENTRY_IMAGE, DEFAULT_SOCKET, SOCKET_IN_ENTRY, wrapper_check
 
 QUEUED = {"SUBMITTED", "PENDING", "RUNNABLE", "STARTING"}
 ENDED = {"SUCCEEDED", "FAILED"}
@@ -50,6 +61,20 @@ class BatchSettings(LauncherSettings):
     poll_interval: float = Field(5.0, gt=0)
     log_push_interval: float | None = Field(None, ge=0)
     kill_grace: float | None = Field(None, ge=0)
+    cancel_poll_interval: float = Field(5.0, ge=0, description="how often the entry looks for a cancel request on "
+                                        "storage (0, or legacy mode: never; cancel is then terminate_job alone)")
+    cancel_grace_s: float = Field(30.0, ge=0, description="how long cancel waits for the entry to stop by itself "
+                                  "before terminate_job")
+    # wrapper mode (runner docker)
+    entry_image: str = Field(DEFAULT_ENTRY_IMAGE, description="the image the entry runs in with the docker runner")
+    docker_socket: str = Field(DEFAULT_SOCKET, description="the docker socket on the compute node, mounted into the entry")
+    staging_dir: str = Field("/tmp/gpstage-staging", description="a node-local dir (mounted at the same path) under which "
+                             "each wrapper job stages its dirs; give it a large local disk")
+    module_network: str | None = Field(None, description="network mode of the module's container (default: docker's)")
+    commit_tag: str | None = Field(None, description="after a successful run, commit the module image with TASKLIB and "
+                                   "libraries and push it: REGISTRY/REPO:TAG, REGISTRY/REPO or REGISTRY/NS/")
+    docker_config: str | None = Field(None, description="a dir on the node holding the config.json with the registry's "
+                                      "credentials: mounted read-only, named by DOCKER_CONFIG")
 
 
 def batch_name(text: str, limit: int = 128) -> str:
@@ -61,8 +86,7 @@ def batch_name(text: str, limit: int = 128) -> str:
 class BatchLauncher(Launcher):
     name = "batch"
     Settings = BatchSettings
-    runners = ("process",)
-    starts_module_image = True
+    runners = ("process", "docker")
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -98,9 +122,16 @@ class BatchLauncher(Launcher):
     # ---- submit -----------------------------------------------------------------------------
     def check(self, spec: JobSpec, runner: str) -> None:
         super().check(spec, runner)
+        s = self.settings_
+        wrapper_check(self.name, spec, runner, s.entry_image, s.commit_tag)
         roles = {d.role for d in spec.dirs}
-        if self.settings_.legacy and not {Role.TASKLIB, Role.INPUTS} <= roles:
+        if s.legacy and runner == "docker":
+            raise BadInput("legacy mode (runS3OnBatch.sh's five arguments) carries no module image, so it cannot run "
+                           "batch+docker", "set legacy=false (the entry then reads the spec), or use runner=process")
+        if s.legacy and not {Role.TASKLIB, Role.INPUTS} <= roles:
             raise BadInput("legacy mode (runS3OnBatch.sh) needs a tasklib and an inputs dir", "add them, or set legacy=false")
+        if runner == "docker" and (not os.path.isabs(s.staging_dir) or os.path.normpath(s.staging_dir) == "/"):
+            raise BadInput(f"staging_dir {s.staging_dir!r} must be an absolute path other than /", "set [launchers.batch] staging_dir")
 
     def start(self, record: JobRecord) -> str:
         spec, s = record.spec, self.settings_
@@ -130,14 +161,28 @@ class BatchLauncher(Launcher):
         for name, value in (("GPSTAGE_LOG_PUSH_INTERVAL", s.log_push_interval), ("GPSTAGE_KILL_GRACE", s.kill_grace)):
             if value is not None:
                 env[name] = str(value)
+        if s.cancel_poll_interval > 0 and not s.legacy:
+            env["GPSTAGE_CANCEL_POLL_INTERVAL"] = str(s.cancel_poll_interval)
+        if record.runner == "docker":
+            # One staging dir per submission under the mounted staging_dir; the entry removes it at its end.
+            nonce = uuid.uuid4().hex[:12]
+            env.update({"DOCKER_HOST": f"unix://{SOCKET_IN_ENTRY}",
+                        "GPSTAGE_STAGING_ROOT": f"{os.path.normpath(s.staging_dir)}/{batch_name(spec.job_id, 80)}-{nonce}"})
+            if s.module_network:
+                env["GPSTAGE_DOCKER_NETWORK"] = s.module_network
+            if s.commit_tag:
+                env["GPSTAGE_COMMIT_TAG"] = s.commit_tag
+            if s.docker_config:
+                env["DOCKER_CONFIG"] = s.docker_config  # a path: the credentials stay in the file
         return env
 
     def _job_definition(self, record: JobRecord) -> str:
         """Find or register the job definition for this image, resources and mounts."""
         spec, s = record.spec, self.settings_
         volumes, mounts = self._mounts(record)
+        image = s.entry_image if record.runner == "docker" else spec.image
         props: dict[str, Any] = {
-            "image": spec.image, "command": ["gpstage-entry", "--help"],
+            "image": image, "command": ["gpstage-entry", "--help"],
             "resourceRequirements": [{"type": "VCPU", "value": str(math.ceil(spec.resources.cpus or 1))},
                                      {"type": "MEMORY", "value": str(spec.resources.memory_mib or s.default_memory_mib)}],
             "volumes": volumes, "mountPoints": mounts,
@@ -145,7 +190,7 @@ class BatchLauncher(Launcher):
         if s.job_role_arn:
             props["jobRoleArn"] = s.job_role_arn
         digest = hashlib.sha256(json.dumps(props, sort_keys=True).encode()).hexdigest()[:12]
-        name = batch_name(f"gpstage-{spec.image}", 115) + f"-{digest}"
+        name = batch_name(f"gpstage-{image}", 115) + f"-{digest}"
         if name not in self._definitions:
             found = self._call("describe_job_definitions", self.client.describe_job_definitions,
                                jobDefinitionName=name, status="ACTIVE").get("jobDefinitions", [])
@@ -161,18 +206,25 @@ class BatchLauncher(Launcher):
         """Storage on the compute host's file system (file://, nfs://) and the credentials file."""
         from gpstage.storage import provider_for
 
-        spec = record.spec
-        paths: dict[str, bool] = {}
+        spec, s = record.spec, self.settings_
+        paths: dict[str, tuple[str, bool]] = {}  # host path -> (container path, read-only)
         for d in spec.dirs:
             provider = provider_for(spec.url_of(d))
             if provider.local:
-                paths[provider.local_path(spec.url_of(d))] = False
-        if self.settings_.credentials_file:
-            paths[self.settings_.credentials_file] = True
+                path = provider.local_path(spec.url_of(d))
+                paths[path] = (path, False)
+        if s.credentials_file:
+            paths[s.credentials_file] = (s.credentials_file, True)
+        if record.runner == "docker":  # wrapper mode: the node's engine and its staging dir, same path
+            paths[s.docker_socket] = (SOCKET_IN_ENTRY, False)
+            staging = os.path.normpath(s.staging_dir)
+            paths[staging] = (staging, False)
+            if s.docker_config:
+                paths[s.docker_config] = (s.docker_config, True)
         volumes, mounts = [], []
-        for i, (path, read_only) in enumerate(sorted(paths.items())):
+        for i, (path, (inside, read_only)) in enumerate(sorted(paths.items())):
             volumes.append({"name": f"v{i}", "host": {"sourcePath": path}})
-            mounts.append({"sourceVolume": f"v{i}", "containerPath": path, "readOnly": read_only})
+            mounts.append({"sourceVolume": f"v{i}", "containerPath": inside, "readOnly": read_only})
         return volumes, mounts
 
     # ---- status -----------------------------------------------------------------------------
@@ -218,4 +270,30 @@ class BatchLauncher(Launcher):
             kwargs["nextToken"] = page["nextToken"]
 
     def kill(self, record: JobRecord) -> None:
+        """A started entry is asked on storage first (it stops the module, records CANCELLED, pushes its
+        logs and cleans up); ``terminate_job`` follows once it ended or after ``cancel_grace_s``."""
+        s = self.settings_
+        if s.cancel_poll_interval > 0 and not s.legacy:  # runS3OnBatch.sh's images may not run gpstage-entry
+            jobs = self._call("describe_jobs", self.client.describe_jobs, jobs=[record.backend_id]).get("jobs", [])
+            status = jobs[0]["status"] if jobs else None
+            if status in ("STARTING", "RUNNING") and self._request_cancel(record):
+                deadline = time.monotonic() + s.cancel_grace_s
+                while time.monotonic() < deadline:
+                    jobs = self._call("describe_jobs", self.client.describe_jobs, jobs=[record.backend_id]).get("jobs", [])
+                    if not jobs or jobs[0]["status"] in ENDED:
+                        return
+                    time.sleep(min(s.poll_interval, 0.5))
         self._call("terminate_job", self.client.terminate_job, jobId=record.backend_id, reason="cancelled through gpstage")
+
+    def _request_cancel(self, record: JobRecord) -> bool:
+        from container_entry.supervise import cancel_url
+        from gpstage.aio import run_sync
+        from gpstage.records import utcnow
+        from gpstage.storage import write_url
+
+        doc = {"job_id": record.job_id, "backend_id": record.backend_id, "requested_at": utcnow().isoformat()}
+        try:
+            run_sync(write_url(cancel_url(record.spec), (json.dumps(doc) + "\n").encode()))
+        except Exception:  # noqa: BLE001 - storage unreachable: the backend's own terminate is all there is
+            return False
+        return True

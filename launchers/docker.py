@@ -2,7 +2,11 @@
 notebook-server / swarm case of the seed), staging from remote storage inside the container.
 
 ``docker+process`` (DESIGN.md §7) starts the module's own image, which must contain ``gpstage-entry``
-(as GenePattern's images contain runS3OnBatch.sh). Storage credentials and endpoints are forwarded
+(as GenePattern's images contain runS3OnBatch.sh). ``docker+docker`` (wrapper mode,
+docs/wrapper-mode.md) starts the ENTRY image (``entry_image``, ``gpstage/runtime``) with the docker
+socket and a per-job staging volume mounted; the entry stages into the volume and starts the module's
+``image`` — any image with bash — itself, with the dirs mounted at their own paths. The volume (a copy
+of the job) is removed with the entry's container. Storage credentials and endpoints are forwarded
 by name from this process's environment (DESIGN.md §11); the settings file is mounted read-only when
 it exists (storage profiles); ``file://``/``nfs://`` storage paths are bind-mounted at their own
 paths so a container sees the same storage as the server.
@@ -10,18 +14,49 @@ paths so a container sees the same storage as the server.
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import os
+import re
 from typing import Any
 
 from pydantic import Field
 
-from container_entry.dockerutil import LABEL_JOB, LABEL_ROLE, docker_client, ensure_image
-from gpstage.errors import GpstageError
+from container_entry.dockerutil import LABEL_JOB, LABEL_ROLE, LABEL_STAGING, docker_client, ensure_image
+from gpstage import __version__
+from gpstage.errors import BadInput, GpstageError
 from gpstage.records import JobRecord
+from gpstage.spec import JobSpec
 from gpstage.states import JobState
 from launchers.base import BackendState, Launcher, LauncherSettings, entry_args
 
 DEFAULT_FORWARD = ["AWS_", "AZURE_STORAGE_", "AZURE_CLIENT_", "AZURE_TENANT_", "GOOGLE_", "STORAGE_EMULATOR_HOST", "GCSFS_"]
+DEFAULT_ENTRY_IMAGE = f"gpstage/runtime:{__version__}"
+SOCKET_IN_ENTRY = "/var/run/docker.sock"  # where the entry's container finds the engine (wrapper mode)
+DEFAULT_SOCKET = "/var/run/docker.sock"
+
+
+def wrapper_check(launcher: str, spec: JobSpec, runner: str, entry_image: str, commit_tag: str | None) -> None:
+    """What docker+docker and batch+docker (and their +process siblings) need from a spec."""
+    if not spec.image:
+        if runner == "docker":
+            raise BadInput(f"{launcher}+docker runs the module's image from the entry's container ({entry_image}), "
+                           "and the spec names none", "set `image` to the module's image (any image with bash)")
+        raise BadInput(f"{launcher}+{runner} starts the module's image, and the spec names none",
+                       "set `image` to an image that contains gpstage-entry (e.g. gpstage/runtime), or use runner=docker")
+    if commit_tag:
+        if runner != "docker":
+            raise BadInput(f"commit_tag needs the docker runner ({launcher}+docker), not {runner}",
+                           "set runner=docker, or drop commit_tag")
+        from container_entry.commit import commit_reference
+
+        commit_reference(commit_tag, spec)  # a bad tag is refused before anything is staged
+
+
+def socket_path(docker_host: str | None) -> str:
+    """The engine's socket on the docker host: the path of a ``unix://`` DOCKER_HOST, else the default."""
+    host = docker_host or os.environ.get("DOCKER_HOST") or ""
+    return host[len("unix://"):] if host.startswith("unix://") else DEFAULT_SOCKET
 
 
 class DockerSettings(LauncherSettings):
@@ -31,18 +66,38 @@ class DockerSettings(LauncherSettings):
                                    description="variables passed by name to the entry (a trailing _ is a prefix)")
     log_push_interval: float | None = Field(None, ge=0)
     kill_grace: float | None = Field(None, ge=0)
+    # wrapper mode (runner docker)
+    entry_image: str = Field(DEFAULT_ENTRY_IMAGE, description="the image the entry runs in with the docker runner "
+                             "(it must contain gpstage-entry and the docker SDK); it starts the module's image")
+    docker_socket: str | None = Field(None, description="the engine's socket ON THE DOCKER HOST, mounted into the entry "
+                                      "(default: docker_host's path when it is unix://, else /var/run/docker.sock)")
+    module_network: str | None = Field(None, description="network mode of the module's container (default: network)")
+    commit_tag: str | None = Field(None, description="after a successful run, commit the module image with TASKLIB and "
+                                   "libraries and push it: REGISTRY/REPO:TAG, REGISTRY/REPO or REGISTRY/NS/")
+    docker_config: str | None = Field(None, description="a dir on the docker host holding the config.json with the "
+                                      "registry's credentials: mounted read-only, named by DOCKER_CONFIG")
 
 
 class DockerLauncher(Launcher):
     name = "docker"
     Settings = DockerSettings
-    runners = ("process",)
-    starts_module_image = True
+    runners = ("process", "docker")
+
+    @property
+    def settings_(self) -> DockerSettings:
+        assert isinstance(self.settings, DockerSettings)
+        return self.settings
 
     def _client(self) -> Any:
         return docker_client(self.settings.docker_host)  # type: ignore[attr-defined]
 
+    def check(self, spec: JobSpec, runner: str) -> None:
+        super().check(spec, runner)
+        wrapper_check(self.name, spec, runner, self.settings_.entry_image, self.settings_.commit_tag)
+
     def start(self, record: JobRecord) -> str:
+        if record.runner == "docker":
+            return self._start_wrapper(record)
         spec, settings = record.spec, self.settings
         assert isinstance(settings, DockerSettings) and spec.image
         client = self._client()
@@ -55,6 +110,47 @@ class DockerLauncher(Launcher):
         except Exception as err:  # noqa: BLE001 - the engine refused: one line
             raise GpstageError(f"docker could not start {spec.image}: {str(err).splitlines()[0][:300]}",
                                "check the image and the docker host") from None
+        return container.id
+
+    # ---- wrapper mode --------------------------------------------------------------------------
+    def staging_volume(self, record: JobRecord) -> str:
+        """The name of the job's staging volume: one per submission, found again from the record alone."""
+        digest = hashlib.sha256(f"{record.job_id}\0{record.submitted_at.isoformat()}".encode()).hexdigest()[:12]
+        return f"gpstage-staging-{re.sub(r'[^A-Za-z0-9_.-]', '-', record.job_id)[:80]}-{digest}"
+
+    def _start_wrapper(self, record: JobRecord) -> str:
+        """docker+docker: the entry image with the socket and a fresh staging volume; it runs the module."""
+        spec, s = record.spec, self.settings_
+        client = self._client()
+        ensure_image(client, s.entry_image)
+        try:
+            volume = client.volumes.create(name=self.staging_volume(record), labels={LABEL_JOB: spec.job_id, LABEL_ROLE: "staging"})
+            mountpoint = volume.attrs["Mountpoint"]
+        except Exception as err:  # noqa: BLE001
+            raise GpstageError(f"docker could not create the staging volume: {str(err).splitlines()[0][:300]}",
+                               "check the docker host") from None
+        volumes = self._volumes(record)
+        volumes[volume.name] = {"bind": mountpoint, "mode": "rw"}  # at the host's path: the entry maps P -> it + P
+        volumes[s.docker_socket or socket_path(s.docker_host)] = {"bind": SOCKET_IN_ENTRY, "mode": "rw"}
+        env = self._environment()
+        env.update({"DOCKER_HOST": f"unix://{SOCKET_IN_ENTRY}", "GPSTAGE_STAGING_ROOT": mountpoint})
+        if s.module_network or s.network:
+            env["GPSTAGE_DOCKER_NETWORK"] = s.module_network or s.network or ""
+        if s.commit_tag:
+            env["GPSTAGE_COMMIT_TAG"] = s.commit_tag
+        if s.docker_config:
+            volumes[s.docker_config] = {"bind": s.docker_config, "mode": "ro"}
+            env["DOCKER_CONFIG"] = s.docker_config  # a path: the credentials stay in the file
+        try:
+            container = client.containers.run(
+                s.entry_image, ["gpstage-entry", *entry_args(record)], detach=True, init=True, environment=env,
+                volumes=volumes, network_mode=s.network,
+                labels={LABEL_JOB: spec.job_id, LABEL_ROLE: "entry", LABEL_STAGING: mountpoint})
+        except Exception as err:  # noqa: BLE001 - the engine refused: one line
+            with contextlib.suppress(Exception):
+                volume.remove(force=True)
+            raise GpstageError(f"docker could not start {s.entry_image}: {str(err).splitlines()[0][:300]}",
+                               "check the entry image and the docker host") from None
         return container.id
 
     def _environment(self) -> dict[str, str]:
@@ -114,9 +210,25 @@ class DockerLauncher(Launcher):
             pass
 
     def cleanup(self, record: JobRecord) -> None:
+        """The entry's container; in wrapper mode also any module container the entry left (it died) and
+        the staging volume, which holds a copy of the job."""
         if record.backend_id is None:
             return
+        client = self._client()
         try:
-            self._client().containers.get(record.backend_id).remove(force=True)
+            client.containers.get(record.backend_id).remove(force=True)
         except Exception:  # noqa: BLE001, S110 - already removed
             pass
+        if record.runner != "docker":
+            return
+        try:
+            volume = client.volumes.get(self.staging_volume(record))
+        except Exception:  # noqa: BLE001 - already removed
+            return
+        mountpoint = volume.attrs.get("Mountpoint")
+        if mountpoint:
+            for c in client.containers.list(all=True, filters={"label": f"{LABEL_STAGING}={mountpoint}"}):
+                with contextlib.suppress(Exception):
+                    c.remove(force=True)
+        with contextlib.suppress(Exception):
+            volume.remove(force=True)

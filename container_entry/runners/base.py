@@ -11,10 +11,15 @@ from __future__ import annotations
 
 import signal
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
+from gpstage.errors import BadInput
 from gpstage.spec import JobSpec
+
+if TYPE_CHECKING:
+    from container_entry.settings import EntrySettings
 
 
 @dataclass(frozen=True)
@@ -54,9 +59,22 @@ class Runner(ABC):
     """Starts the module's executable. One instance per entry run; settings come from the environment."""
 
     name: ClassVar[str]
+    can_commit: ClassVar[bool] = False  # can make a finished module image (``--commit-tag``)
 
     def check(self, spec: JobSpec) -> None:
         """Raise :class:`gpstage.errors.BadInput` early when ``spec`` cannot run here (e.g. no image)."""
+
+    def prepare(self, spec: JobSpec, settings: EntrySettings, log: Callable[[str], None]) -> None:
+        """Before the job's dirs are created: arrange where they live on this node (the docker runner's
+        wrapper mode places them in a staging dir the docker host can mount). Default: where they are."""
+
+    def release(self, log: Callable[[str], None]) -> None:
+        """After the last push: undo :meth:`prepare` (remove the staging dir). Called once, always."""
+
+    def commit(self, spec: JobSpec, reference: str, log: Callable[[str], None]) -> dict[str, Any]:
+        """Make an image of the finished module (TASKLIB and libraries inside) and push it to
+        ``reference``; return a record for ``status.json``. Only runners with ``can_commit``."""
+        raise BadInput(f"the {self.name} runner cannot commit a module image", "use the docker runner")
 
     @abstractmethod
     def start(self, request: RunRequest) -> ModuleRun:
