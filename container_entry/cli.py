@@ -91,7 +91,7 @@ def load_job(args: argparse.Namespace, env: Mapping[str, str]) -> JobSpec:
     if source and args.legacy:
         raise BadInput("both a job spec and legacy arguments were given", "use either --spec (or GPSTAGE_SPEC) or the 5 legacy arguments")
     if source:
-        from gpstage.spec import read_spec
+        from gpstage.stage import read_spec
 
         return read_spec(source)
     if args.legacy:

@@ -157,7 +157,7 @@ class Entry:
             return
         env = {**self.env, **{k: v for k, v in self.exported.items() if v is not None},
                **script_variables(self.spec, self.paths)}
-        with self.log.step(f"{name} {path}", self.status.phases):
+        with self.log.step(f"{name} {path}", self.status.phases, key=name):
             changed = source_script(path, env, self.spec.workdir, self.log)
         if name == "prerun":
             self.exported = changed
@@ -195,7 +195,7 @@ class Entry:
 
     def _hooks(self, phase: str, hooks: list[str], env: dict[str, str]) -> None:
         for hook in hooks:
-            with self.log.step(f"{phase} {hook}", self.status.phases):
+            with self.log.step(f"{phase} {hook}", self.status.phases, key=phase):
                 run_hook(hook, env, self.spec.workdir, self.log)
 
     def _run_module(self, env: dict[str, str]) -> Outcome:
@@ -209,7 +209,7 @@ class Entry:
         self.status.state = JobState.RUNNING
         self._write_status()
         push = LivePush(lambda: self._stage(inbound=False, roles=(Role.METADATA,)), self.settings.log_push_interval, self.log)
-        with self.log.step(f"run {exe}", self.status.phases), push:
+        with self.log.step(f"run {exe}", self.status.phases, key="run"), push:
             self.phase = "starting"
             run = self.runner.start(request)
             try:
@@ -222,7 +222,6 @@ class Entry:
                 self.phase = "finishing"
                 self.supervisor = None
                 run.cleanup()
-        self.status.phases["run"] = self.status.phases.pop(f"run {exe}")
         return outcome
 
     # ---- records --------------------------------------------------------------------------

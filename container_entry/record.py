@@ -58,8 +58,9 @@ class EntryLog:
             self.file.write(text if text.endswith("\n") or not text else text + "\n")
 
     @contextmanager
-    def step(self, name: str, phases: dict[str, float]) -> Iterator[None]:
-        """Log the start and end of a step and add its seconds to ``phases[name]``."""
+    def step(self, name: str, phases: dict[str, float], key: str | None = None) -> Iterator[None]:
+        """Log the start and end of step ``name`` and add its seconds to ``phases[key or name]`` (a short
+        key, e.g. "run", where the logged name carries a path)."""
         self(f"{name}: start")
         started = time.monotonic()
         ok = False
@@ -68,7 +69,7 @@ class EntryLog:
             ok = True
         finally:
             seconds = time.monotonic() - started
-            phases[name] = round(phases.get(name, 0.0) + seconds, 3)
+            phases[key or name] = round(phases.get(key or name, 0.0) + seconds, 3)
             self(f"{name}: {'done' if ok else 'failed'} in {seconds:.2f} s")
 
 

@@ -283,15 +283,5 @@ def load_spec(path: str | os.PathLike[str]) -> JobSpec:
     return parse_spec(text, source=f"job spec {p}")
 
 
-def read_spec(source: str) -> JobSpec:
-    """A spec from a local path or from a storage URL (``s3://…/job.json``, as ``stage_in`` stores it)."""
-    if "://" not in source:
-        return load_spec(source)
-    from gpstage.aio import run_sync
-    from gpstage.storage import read_url
-
-    return parse_spec(run_sync(read_url(source)).decode("utf-8", errors="replace"), source=f"job spec {source}")
-
-
 def spec_schema() -> dict[str, Any]:
     return JobSpec.model_json_schema()

@@ -19,8 +19,8 @@ from gpstage.aio import run_sync
 from gpstage.errors import BadInput
 from gpstage.report import TransferReport
 from gpstage.retry import RetryPolicy
-from gpstage.spec import DEFAULT_STAGE_IN_EXCLUDES, DirSpec, JobSpec, Role
-from gpstage.storage import provider_for, write_url
+from gpstage.spec import DEFAULT_STAGE_IN_EXCLUDES, DirSpec, JobSpec, Role, load_spec, parse_spec
+from gpstage.storage import provider_for, read_url, write_url
 from gpstage.sync import Progress, async_sync
 
 # Dirs that may not exist yet when a job is staged in: the module creates their content.
@@ -48,6 +48,13 @@ def nested_excludes(spec: JobSpec, d: DirSpec) -> list[str]:
         rel = glob.escape(os.path.relpath(child.path, d.path))
         out += [rel, f"{rel}/*"]
     return out
+
+
+def read_spec(source: str) -> JobSpec:
+    """A spec from a local path or from a storage URL (``s3://…/job.json``, as :func:`stage_in` stores it)."""
+    if "://" not in source:
+        return load_spec(source)
+    return parse_spec(run_sync(read_url(source)).decode("utf-8", errors="replace"), source=f"job spec {source}")
 
 
 def check_storage(spec: JobSpec) -> None:

@@ -68,7 +68,7 @@ def run_cmd(
     """
     from gpstage.config import parse_overrides
     from gpstage.launching import get_launcher
-    from gpstage.spec import read_spec
+    from gpstage.stage import read_spec
 
     with json_errors(as_json):
         job = read_spec(spec)
