@@ -51,6 +51,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--reps", type=int, default=None, metavar="N", help="repetitions per run on SeaweedFS; the median is "
                    "reported (default 3; 1 with --quick)")
     p.add_argument("--moto-reps", type=int, default=1, metavar="N", help="repetitions on moto (default 1: moto is slow)")
+    p.add_argument("--fsspec-gsea-reps", type=int, default=1, metavar="N", help="repetitions of fsspec on (d) gsea "
+                   "(default 1: fsspec is the no-sync baseline, in no target, and its ~25 s per repetition would push the "
+                   "full run past 10 minutes); capped by --reps")
     p.add_argument("--servers", default="seaweedfs,moto", help="comma list of seaweedfs, moto (default both)")
     p.add_argument("--datasets", default="a,b,c,d,e", help="comma list of a-e or small,big,noop,gsea,huge (default all)")
     p.add_argument("--moto-datasets", default=None, help=f"data sets run on moto (default {DEFAULT_MOTO_DATASETS!r}; "
@@ -64,8 +67,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                    "(default benchmarks/work)")
     args = p.parse_args(argv)
     args.reps = args.reps if args.reps is not None else (1 if args.quick else 3)
-    if args.reps < 1 or args.moto_reps < 1:
-        p.error("--reps and --moto-reps must be at least 1")
+    if min(args.reps, args.moto_reps, args.fsspec_gsea_reps) < 1:
+        p.error("--reps, --moto-reps and --fsspec-gsea-reps must be at least 1")
     args.servers = _choose(p, "--servers", args.servers, list(SERVERS))
     args.tools = _choose(p, "--tools", args.tools, list(ALL_TOOLS))
     return args
@@ -153,7 +156,8 @@ def main(argv: list[str]) -> int:
         help_s = time_help(rundir, next(iter(servers.values())))
         for name, server in servers.items():
             reps = args.moto_reps if name == "moto" else args.reps
-            runner.run_cases([Case(server, all_sets[n], sources[n], 1 if all_sets[n].single_rep else reps)
+            runner.run_cases([Case(server, all_sets[n], sources[n], 1 if all_sets[n].single_rep else reps,
+                                   {"fsspec": args.fsspec_gsea_reps} if n == "gsea" else {})
                               for n in plan(args, name, all_sets)])
     finally:
         for name, server in servers.items():
@@ -198,15 +202,17 @@ def render(meta: dict, args: argparse.Namespace, rows: list[report.Row], checks:
         f"command: `{meta['command']}`{quick}",
         f"machine: {m['cores']} cores ({m['cpu']}), {m['memory']} RAM, {m['os']}, Python {m['python']}",
         "versions: " + "; ".join(f"{k}: {v}" for k, v in meta["versions"].items()),
-        (f"repetitions: {args.reps} on SeaweedFS, {args.moto_reps} on moto, (e) once; medians reported, peak RSS is the "
-         "max; the tool order rotates each repetition; an untimed warm-up write precedes the first run on each server"),
+        (f"repetitions: {args.reps} on SeaweedFS, {args.moto_reps} on moto, (e) once, fsspec on (d) "
+         f"{min(args.fsspec_gsea_reps, args.reps)}; medians reported, peak RSS is the max; the tool order rotates each "
+         "repetition; an untimed warm-up write precedes the first run on each server"),
         f"plan: {plan}",
         "data sets: " + "; ".join(meta["datasets"].values()),
         f"requests are counted by the server, outside the timed window: {counting}",
-        ("client CPU = user+sys of the tool's process tree and peak RSS = its max resident set (os.wait4); server CPU = "
-         "the server process's user+sys during the run (client and server share the same cores)"),
-        ("moto is single-threaded Python (~150 objects/s) and caps every client, so only the plan's data sets run "
-         "there; SeaweedFS is the server that shows what a client costs"),
+        ("client CPU = user+sys of the tool's process tree and peak RSS = its max resident set (os.wait4, from a ~5 MiB "
+         "helper that forks and execs the tool); server CPU = the server process's user+sys during the run (client "
+         "and server share the same cores)"),
+        ("moto is single-threaded Python (a few hundred objects/s at best) and caps every client, so only the plan's "
+         "data sets run there; SeaweedFS is the server that shows what a client costs"),
         ("tools: aws runs with --only-show-errors; rclone with its defaults (plus --s3-upload-cutoff 5G on moto); "
          "rclone-sizeonly = rclone sync --size-only --fast-list, the no-op reference; fsspec has no sync, so no no-op; "
          "for (c) each tool first uploads its own copy (untimed, in parallel), then only the no-op is timed"),

@@ -103,14 +103,14 @@ def targets(rows: list[Row], help_s: float | None, sets: dict[str, Dataset]) -> 
             where = f"({key}) {ds} {op}"
             if gp and aws:
                 check(f"{where}: gpstage wall ≤ 0.4 × aws", gp.wall_s <= 0.4 * aws.wall_s,
-                      f"gpstage {gp.wall_s:.2f} s vs aws {aws.wall_s:.2f} s (ratio {gp.wall_s / aws.wall_s:.2f})")
+                      f"gpstage {gp.wall_s:.2f} s vs aws {aws.wall_s:.2f} s (ratio {gp.wall_s / aws.wall_s:.3f})")
                 check(f"{where}: gpstage client CPU ≤ 0.5 × aws", gp.cpu_s <= 0.5 * aws.cpu_s,
-                      f"gpstage {gp.cpu_s:.2f} s vs aws {aws.cpu_s:.2f} s (ratio {gp.cpu_s / aws.cpu_s:.2f})")
+                      f"gpstage {gp.cpu_s:.2f} s vs aws {aws.cpu_s:.2f} s (ratio {gp.cpu_s / aws.cpu_s:.3f})")
             else:
                 check(f"{where}: gpstage wall ≤ 0.4 × aws, CPU ≤ 0.5 × aws", None, "not measured")
             if gp and rc:
                 check(f"{where}: gpstage wall ≤ 1.2 × rclone", gp.wall_s <= 1.2 * rc.wall_s,
-                      f"gpstage {gp.wall_s:.2f} s vs rclone {rc.wall_s:.2f} s (ratio {gp.wall_s / rc.wall_s:.2f})")
+                      f"gpstage {gp.wall_s:.2f} s vs rclone {rc.wall_s:.2f} s (ratio {gp.wall_s / rc.wall_s:.3f})")
             else:
                 check(f"{where}: gpstage wall ≤ 1.2 × rclone", None, "not measured")
     for op in ("up", "down"):
@@ -128,7 +128,7 @@ def targets(rows: list[Row], help_s: float | None, sets: dict[str, Dataset]) -> 
     gp, aws = _get(rows, "noop", "noop", "gpstage"), _get(rows, "noop", "noop", "aws")
     if gp and aws:
         check("(c) no-op: gpstage wall ≤ 0.3 × aws", gp.wall_s <= 0.3 * aws.wall_s,
-              f"gpstage {gp.wall_s:.2f} s vs aws {aws.wall_s:.2f} s (ratio {gp.wall_s / aws.wall_s:.2f})")
+              f"gpstage {gp.wall_s:.2f} s vs aws {aws.wall_s:.2f} s (ratio {gp.wall_s / aws.wall_s:.3f})")
     else:
         check("(c) no-op: gpstage wall ≤ 0.3 × aws", None, "not measured")
     if gp:

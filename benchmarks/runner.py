@@ -56,6 +56,11 @@ class Case:
     dataset: Dataset
     source: Path
     reps: int
+    tool_reps: dict[str, int] = field(default_factory=dict)  # fewer repetitions for some tools
+
+    def runs_tool(self, tool: Tool, rep: int) -> bool:
+        owner = "rclone" if tool.name == "rclone-sizeonly" else tool.name
+        return rep <= self.tool_reps.get(owner, self.reps)
 
 
 class Runner:
@@ -144,7 +149,7 @@ class Runner:
 
     def _one_rep(self, case: Case, rep: int) -> None:
         failed_up: set[str] = set()
-        for tool in self._order(rep):
+        for tool in (t for t in self._order(rep) if case.runs_tool(t, rep)):
             prefix = self._prefix(case, tool, rep)
             for op in (o for o in case.dataset.ops if o in tool.ops):
                 if op != "up" and (tool.name in failed_up or ("rclone" in failed_up and tool.name == "rclone-sizeonly")):
@@ -163,7 +168,7 @@ class Runner:
                     shutil.rmtree(local, ignore_errors=True)
             if any(o in tool.ops for o in case.dataset.ops):
                 self.say(_line(self.runs, tool.name, case, rep))
-        self._cleanup(case, [self._prefix(case, t, rep) for t in self.tools])
+        self._cleanup(case, [self._prefix(case, t, rep) for t in self.tools if case.runs_tool(t, rep)])
 
     def _noop_only(self, case: Case) -> None:
         """Each tool uploads its own copy once (untimed, all at the same time, but checked), then only the
@@ -182,7 +187,7 @@ class Runner:
         if "rclone" in ready:
             ready.add("rclone-sizeonly")
         for rep in range(1, case.reps + 1):
-            for tool in (t for t in self._order(rep) if t.name in ready):
+            for tool in (t for t in self._order(rep) if t.name in ready and case.runs_tool(t, rep)):
                 self._timed(case, tool, "noop", case.source, self._prefix(case, tool, "base"), rep)
                 self.say(_line(self.runs, tool.name, case, rep))
         self._cleanup(case, [self._prefix(case, t, "base") for t in seeders])

@@ -116,10 +116,10 @@ class Server:
         return _http_ok(self.endpoint + "/")
 
     def stop(self) -> None:
-        """SIGTERM the server's process group (its pid), SIGKILL it if it has not gone within 10 s."""
+        """SIGTERM the server's process group (its pid), SIGKILL it if it has not gone within 5 s."""
         if self.proc is None or self.proc.returncode is not None:
             return
-        for sig, wait in ((signal.SIGTERM, 10), (signal.SIGKILL, 10)):
+        for sig, wait in ((signal.SIGTERM, 5), (signal.SIGKILL, 10)):
             try:
                 os.killpg(self.proc.pid, sig)
             except ProcessLookupError:
