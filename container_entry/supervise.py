@@ -69,14 +69,16 @@ class Supervisor:
                 self._kill_at = float("inf")  # once
 
 
-class LivePush:
-    """Calls ``push`` every ``interval`` seconds in a thread until stopped; failures are only logged."""
+class Periodic:
+    """Calls :meth:`tick` every ``interval`` seconds in a daemon thread while the ``with`` block runs
+    (``interval`` 0: never); :meth:`tick` returning False ends it early."""
 
-    def __init__(self, push: Callable[[], None], interval: float, log: Callable[[str], None]) -> None:
-        self.push, self.interval, self.log = push, interval, log
+    thread_name = "gpstage-periodic"
+
+    def __init__(self, interval: float) -> None:
+        self.interval = interval
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._loop, name="gpstage-live-push", daemon=True)
-        self.pushes = 0
+        self._thread = threading.Thread(target=self._loop, name=self.thread_name, daemon=True)
 
     def __enter__(self) -> Self:
         if self.interval > 0:
@@ -90,34 +92,43 @@ class LivePush:
 
     def _loop(self) -> None:
         while not self._stop.wait(self.interval):
-            try:
-                self.push()
-                self.pushes += 1
-            except Exception as err:  # noqa: BLE001 - a failed live push must not stop the job; the final push reports
-                self.log(f"live push of the logs failed (will retry in {self.interval:g} s): {err}")
+            if self.tick() is False:
+                return
+
+    def tick(self) -> bool | None:
+        raise NotImplementedError
 
 
-class CancelWatch:
+class LivePush(Periodic):
+    """Calls ``push`` every ``interval`` seconds until stopped; failures are only logged."""
+
+    thread_name = "gpstage-live-push"
+
+    def __init__(self, push: Callable[[], None], interval: float, log: Callable[[str], None]) -> None:
+        super().__init__(interval)
+        self.push, self.log = push, log
+        self.pushes = 0
+
+    def tick(self) -> None:
+        try:
+            self.push()
+            self.pushes += 1
+        except Exception as err:  # noqa: BLE001 - a failed live push must not stop the job; the final push reports
+            self.log(f"live push of the logs failed (will retry in {self.interval:g} s): {err}")
+
+
+class CancelWatch(Periodic):
     """Looks every ``interval`` seconds for a cancel request on storage (``<metadata URL>/cancel.json``,
     written by a launcher whose backend would otherwise only SIGKILL the entry) and calls ``cancel``
     once when it finds one meant for this run. ``interval`` 0: off (no request is ever made)."""
 
+    thread_name = "gpstage-cancel-watch"
+
     def __init__(self, spec: JobSpec, interval: float, cancel: Callable[[], None], log: Callable[[str], None],
                  env: Mapping[str, str] | None = None) -> None:
-        self.spec, self.interval, self.cancel, self.log = spec, interval, cancel, log
+        super().__init__(interval)
+        self.spec, self.cancel, self.log = spec, cancel, log
         self.env = os.environ if env is None else env
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._loop, name="gpstage-cancel-watch", daemon=True)
-
-    def __enter__(self) -> Self:
-        if self.interval > 0:
-            self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        if self._thread.is_alive():
-            self._thread.join()
 
     def requested(self) -> bool:
         from gpstage.aio import run_sync
@@ -135,12 +146,12 @@ class CancelWatch:
         mine = self.env.get("AWS_BATCH_JOB_ID")
         return not wanted or not mine or wanted == mine  # a request for an earlier run of this job_id is not ours
 
-    def _loop(self) -> None:
-        while not self._stop.wait(self.interval):
-            if self.requested():
-                self.log("cancel requested on storage")
-                self.cancel()
-                return
+    def tick(self) -> bool:
+        if not self.requested():
+            return True
+        self.log("cancel requested on storage")
+        self.cancel()
+        return False
 
 
 def cancel_url(spec: JobSpec) -> str:

@@ -30,7 +30,7 @@ from typing import Any, ClassVar
 
 from gpstage.errors import BadInput, GpstageError, MissingDependency, StorageError
 from gpstage.retry import cause_chain, http_status
-from gpstage.storage.base import FsspecProvider, _to_ns
+from gpstage.storage.base import FsspecProvider, _to_ns, quiet_library_logs
 from gpstage.storage.local import LocalTree, _unlink_quietly
 from gpstage.storage.remote import RemoteTree
 from gpstage.storage.tree import Entry
@@ -75,16 +75,6 @@ def filesystem_class() -> Any:
 
         _fs_class = GpstageBlobFileSystem
     return _fs_class
-
-
-def quiet_library_logs(name: str) -> None:
-    """A NullHandler on the SDK's logger: its warnings reach an application's logging setup if there is
-    one, and are otherwise not printed by Python's last-resort handler (errors are gpstage's one line)."""
-    import logging
-
-    logger = logging.getLogger(name)
-    if not any(isinstance(h, logging.NullHandler) for h in logger.handlers):
-        logger.addHandler(logging.NullHandler())
 
 
 def parse_connection_string(conn: str) -> dict[str, str]:

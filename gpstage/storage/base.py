@@ -107,6 +107,25 @@ class FsspecProvider(StorageProvider):
         return StorageError(f"{url}: {text}", "check the endpoint and credentials; the operation was retried")
 
 
+def bucket_path(url: str) -> str:
+    """``bucket/key/prefix`` of an object-store URL; keys are literal (never decoded or normalised)."""
+    scheme, rest = split_url(url)
+    path = rest.rstrip("/")
+    if not path or path.startswith("/"):
+        raise BadInput(f"{url!r} names no bucket", f"write {scheme}://BUCKET/prefix")
+    return path
+
+
+def quiet_library_logs(name: str) -> None:
+    """A NullHandler on an SDK's logger: its warnings reach an application's logging setup if there is
+    one, and are otherwise not printed by Python's last-resort handler (errors are gpstage's one line)."""
+    import logging
+
+    logger = logging.getLogger(name)
+    if not any(isinstance(h, logging.NullHandler) for h in logger.handlers):
+        logger.addHandler(logging.NullHandler())
+
+
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip() or type(exc).__name__
     return text.splitlines()[0][:300]

@@ -25,13 +25,12 @@ import secrets
 from contextlib import suppress
 from typing import Any, ClassVar
 
-from gpstage.errors import BadInput, GpstageError, MissingDependency, StorageError
+from gpstage.errors import GpstageError, MissingDependency, StorageError
 from gpstage.retry import cause_chain, http_status
-from gpstage.storage.base import FsspecProvider, _to_ns
+from gpstage.storage.base import FsspecProvider, _to_ns, bucket_path, quiet_library_logs
 from gpstage.storage.local import LocalTree, _unlink_quietly
 from gpstage.storage.remote import RemoteTree
 from gpstage.storage.tree import Entry
-from gpstage.urls import split_url
 
 HNS_ENV = "GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT"  # gcsfs's bucket-type probe (gRPC): a 60 s stall off Google
 SCOPE = "https://www.googleapis.com/auth/devstorage.read_write"
@@ -101,16 +100,6 @@ def filesystem_class() -> Any:
     return _fs_class
 
 
-def quiet_library_logs(name: str) -> None:
-    """A NullHandler on the SDK's logger: its warnings reach an application's logging setup if there is
-    one, and are otherwise not printed by Python's last-resort handler (errors are gpstage's one line)."""
-    import logging
-
-    logger = logging.getLogger(name)
-    if not any(isinstance(h, logging.NullHandler) for h in logger.handlers):
-        logger.addHandler(logging.NullHandler())
-
-
 class NoSuchBucket(FileNotFoundError):
     """A listing of a bucket that does not exist (GCS answers 404 only then; an empty prefix lists empty)."""
 
@@ -134,10 +123,7 @@ class GcsProvider(FsspecProvider):
     extra: ClassVar[str | None] = "gcs"
 
     def fs_path(self, url: str) -> str:
-        path = split_url(url).rest.rstrip("/")  # keys are literal: no decoding, no normalising
-        if not path or path.startswith("/"):
-            raise BadInput(f"{url!r} names no bucket", "write gs://BUCKET/prefix")
-        return path
+        return bucket_path(url)
 
     def _endpoint(self, url: str) -> str | None:
         from gpstage.profiles import settings_for

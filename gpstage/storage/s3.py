@@ -14,13 +14,12 @@ import os
 from contextlib import suppress
 from typing import Any, ClassVar
 
-from gpstage.errors import BadInput, GpstageError, MissingDependency, StorageError
+from gpstage.errors import GpstageError, MissingDependency, StorageError
 from gpstage.retry import cause_chain, error_code
-from gpstage.storage.base import FsspecProvider
+from gpstage.storage.base import FsspecProvider, bucket_path
 from gpstage.storage.local import LocalTree, _unlink_quietly
 from gpstage.storage.remote import RemoteTree
 from gpstage.storage.tree import Entry
-from gpstage.urls import split_url
 
 PART_SIZE = 8 * 2**20  # files above this go multipart, in parts of this size (aws CLI's default)
 PARTS_IN_FLIGHT = 4  # per file; with LARGE_JOBS files at once this bounds the memory held in parts
@@ -43,10 +42,7 @@ class S3Provider(FsspecProvider):
     extra: ClassVar[str | None] = "s3"
 
     def fs_path(self, url: str) -> str:
-        path = split_url(url).rest.rstrip("/")  # keys are literal: no decoding, no normalising
-        if not path or path.startswith("/"):
-            raise BadInput(f"{url!r} names no bucket", "write s3://BUCKET/prefix")
-        return path
+        return bucket_path(url)
 
     def make_filesystem(self, url: str) -> Any:
         """A client for ``url``: its storage profile first, then the standard AWS environment."""
