@@ -1,0 +1,159 @@
+"""What every local test service shares: where their state lives (``.services/``, or
+``GPSTAGE_SERVICES_DIR``), the env file of their settings, and the helpers that start, watch and
+stop a service process (pid files, free ports, readiness probes, process-group signals, apt installs).
+
+Imported by scripts/services.py and its service modules (docker_service, cloud_services); it
+imports none of them. Standard library only.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+STATE = Path(os.environ.get("GPSTAGE_SERVICES_DIR", ROOT / ".services"))
+ENV_FILE = STATE / "env"
+BIN = Path(sys.executable).parent
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def read_env() -> dict[str, str]:
+    if not ENV_FILE.exists():
+        return {}
+    return dict(line.split("=", 1) for line in ENV_FILE.read_text().splitlines() if "=" in line)
+
+
+def write_env(values: dict[str, str]) -> None:
+    env = read_env() | values
+    STATE.mkdir(parents=True, exist_ok=True)
+    ENV_FILE.write_text("".join(f"{k}={v}\n" for k, v in sorted(env.items())))
+
+
+def drop_env(prefix: str) -> None:
+    env = {k: v for k, v in read_env().items() if not k.startswith(prefix)}
+    STATE.mkdir(parents=True, exist_ok=True)
+    ENV_FILE.write_text("".join(f"{k}={v}\n" for k, v in sorted(env.items())))
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:  # a zombie (exited, not yet reaped by whoever adopted it) is not alive
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return True
+
+
+def running(name: str) -> int | None:
+    pidfile = STATE / f"{name}.pid"
+    if pidfile.exists():
+        pid = int(pidfile.read_text().strip() or 0)
+        if pid and pid_alive(pid):
+            return pid
+        pidfile.unlink()
+    return None
+
+
+def wait_http(url: str, seconds: float, pid: int) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if not pid_alive(pid):
+            raise SystemExit(f"service exited during start-up; see {STATE}")
+        try:
+            urllib.request.urlopen(url, timeout=1)  # noqa: S310 - loopback only
+            return
+        except urllib.error.HTTPError:
+            return  # it answered
+        except OSError:
+            time.sleep(0.1)
+    raise SystemExit(f"service at {url} not ready after {seconds}s")
+
+
+def spawn(name: str, argv: list[str], env: dict[str, str] | None = None) -> int:
+    STATE.mkdir(parents=True, exist_ok=True)
+    log = open(STATE / f"{name}.log", "ab")
+    proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                            env={**os.environ, **(env or {})}, start_new_session=True)
+    (STATE / f"{name}.pid").write_text(str(proc.pid))
+    return proc.pid
+
+
+@contextlib.contextmanager
+def service_lock(name: str) -> Iterator[None]:
+    """An exclusive lock while one process starts ``name`` (two test sessions may start it at once)."""
+    import fcntl
+
+    STATE.mkdir(parents=True, exist_ok=True)
+    with open(STATE / f"{name}.lock", "w") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        yield
+
+
+def log_tail(path: Path, lines: int = 15) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return ""
+
+
+def tool_path(name: str) -> str | None:
+    return shutil.which(name) or shutil.which(name, path="/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin")
+
+
+def apt_install(packages: list[str]) -> None:
+    if os.geteuid() != 0:
+        raise SystemExit(f"missing {' '.join(packages)}: run as root, or apt-get install -y {' '.join(packages)}")
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    argv = ["apt-get", "install", "-y", "-q", "--no-install-recommends", *packages]
+    log = STATE / "apt.log"
+    STATE.mkdir(parents=True, exist_ok=True)
+    with open(log, "ab") as out:
+        if subprocess.run(argv, check=False, env=env, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL).returncode:
+            subprocess.run(["apt-get", "update", "-q"], env=env, stdout=out, stderr=subprocess.STDOUT, check=False)
+            if subprocess.run(argv, check=False, env=env, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL).returncode:
+                raise SystemExit(f"apt-get install {' '.join(packages)} failed; see {log}")
+
+
+def stop_group(pid: int, name: str) -> None:
+    """SIGTERM to the service's process group, SIGKILL after 5 s; forget its pid file."""
+    try:
+        os.killpg(pid, signal.SIGTERM)
+        for _ in range(50):
+            if not pid_alive(pid):
+                break
+            time.sleep(0.1)
+        else:
+            os.killpg(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    (STATE / f"{name}.pid").unlink(missing_ok=True)
+
+
+def stop_service(name: str, env_prefix: str, stopper: Callable[[], None] | None = None) -> None:
+    """Stop ``name`` (its own ``stopper`` if it needs more than a signal to its process group) and drop
+    its settings (``env_prefix``) from the env file."""
+    pid = running(name)
+    if stopper:
+        stopper()
+    elif pid:
+        stop_group(pid, name)
+    drop_env(env_prefix)
