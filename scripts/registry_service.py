@@ -233,16 +233,7 @@ def stop(state_dir: Path) -> None:
         _stop_locked(d)
 
 
-def main() -> None:
-    if len(sys.argv) < 2 or sys.argv[1] not in ("start", "stop"):
-        raise SystemExit(__doc__)
-    state_dir = Path(sys.argv[2]) if len(sys.argv) > 2 else Path(__file__).resolve().parent.parent / ".services"
-    if sys.argv[1] == "start":
-        for k, v in start(state_dir).items():
-            print(f"{k}={v}")
-    else:
-        stop(state_dir)
-
-
 if __name__ == "__main__":
-    main()
+    from service_common import service_main  # scripts/ is on sys.path when run as a script
+
+    service_main(__doc__, start, stop)

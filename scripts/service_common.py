@@ -157,3 +157,16 @@ def stop_service(name: str, env_prefix: str, stopper: Callable[[], None] | None 
     elif pid:
         stop_group(pid, name)
     drop_env(env_prefix)
+
+
+def service_main(doc: str | None, start: Callable[[Path], dict[str, str]], stop: Callable[[Path], None]) -> None:
+    """The command line of a service module run on its own: ``start|stop [STATE_DIR]`` (services.py is
+    the usual way in; this is for trying one service by hand)."""
+    if len(sys.argv) < 2 or sys.argv[1] not in ("start", "stop"):
+        raise SystemExit(doc)
+    state_dir = Path(sys.argv[2]) if len(sys.argv) > 2 else Path(__file__).resolve().parent.parent / ".services"
+    if sys.argv[1] == "start":
+        for k, v in start(state_dir).items():
+            print(f"{k}={v}")
+    else:
+        stop(state_dir)
