@@ -40,7 +40,7 @@ import tempfile
 from pathlib import Path
 
 from container_entry.runners.apptainer_command import apptainer_binary, apptainer_env, env_prefix, one_line
-from container_entry.runners.base import ModuleRun, Runner, RunRequest
+from container_entry.runners.base import ContainerRunner, ModuleRun, RunRequest
 from container_entry.runners.image_refs import archive_key  # noqa: F401 - re-exported, as before the split
 from container_entry.runners.sif import SifCache
 from gpstage.errors import BadInput, GpstageError
@@ -132,22 +132,17 @@ class ApptainerRun(ModuleRun):
         shutil.rmtree(self.scratch, ignore_errors=True)
 
 
-class ApptainerRunner(Runner):
+class ApptainerRunner(ContainerRunner):
     name = "apptainer"
 
     def check(self, spec: JobSpec) -> None:
-        if not spec.image:
-            raise BadInput("the apptainer runner needs the module's image", "set `image` in the job spec")
+        super().check(spec)
         apptainer_binary()
 
     def start(self, request: RunRequest) -> ModuleRun:
         spec = request.spec
         assert spec.image
-        outside = [p for p in (request.stdout_path, request.stderr_path) if not any(
-            p.startswith(d.path.rstrip("/") + "/") for d in spec.dirs)]
-        if outside:
-            raise BadInput(f"{outside[0]} is outside the job's dirs, so the module's container cannot write it",
-                           "keep STDOUT_FILENAME / STDERR_FILENAME inside the metadata dir")
+        self.require_outputs_in_dirs(request)
         binary = apptainer_binary()
         image = SifCache(binary).resolve(spec.image)
         user = run_as(spec)

@@ -79,3 +79,20 @@ class Runner(ABC):
     @abstractmethod
     def start(self, request: RunRequest) -> ModuleRun:
         """Start the module; raise :class:`gpstage.errors.GpstageError` when it cannot start at all."""
+
+
+class ContainerRunner(Runner):
+    """A runner that starts the module's ``image`` with the job's dirs mounted: it needs the image, and
+    the module's stdout/stderr files must be inside those dirs (the container writes them there)."""
+
+    def check(self, spec: JobSpec) -> None:
+        if not spec.image:
+            raise BadInput(f"the {self.name} runner needs the module's image", "set `image` in the job spec")
+
+    @staticmethod
+    def require_outputs_in_dirs(request: RunRequest) -> None:
+        outside = [p for p in (request.stdout_path, request.stderr_path)
+                   if not any(p.startswith(d.path.rstrip("/") + "/") for d in request.spec.dirs)]
+        if outside:
+            raise BadInput(f"{outside[0]} is outside the job's dirs, so the module's container cannot write it",
+                           "keep STDOUT_FILENAME / STDERR_FILENAME inside the metadata dir")

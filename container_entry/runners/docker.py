@@ -33,7 +33,7 @@ from collections.abc import Callable
 from typing import Any
 
 from container_entry.dockerutil import LABEL_JOB, LABEL_ROLE, LABEL_STAGING, docker_client, ensure_image
-from container_entry.runners.base import ModuleRun, Runner, RunRequest
+from container_entry.runners.base import ContainerRunner, ModuleRun, RunRequest
 from container_entry.settings import EntrySettings
 from gpstage.errors import BadInput, GpstageError
 from gpstage.spec import JobSpec
@@ -95,7 +95,7 @@ class DockerRun(ModuleRun):
         self.stdin = None
 
 
-class DockerRunner(Runner):
+class DockerRunner(ContainerRunner):
     name = "docker"
     can_commit = True
 
@@ -103,10 +103,6 @@ class DockerRunner(Runner):
         self.staging_root: str | None = None
         self.host_of: dict[str, str] = {}  # wrapper mode: outermost staged dir P -> ROOT + P on the docker host
         self._lock_fd: int | None = None
-
-    def check(self, spec: JobSpec) -> None:
-        if not spec.image:
-            raise BadInput("the docker runner needs the module's image", "set `image` in the job spec")
 
     # ---- wrapper mode: where the job's dirs live on the docker host ----------------------------------
     def prepare(self, spec: JobSpec, settings: EntrySettings, log: Callable[[str], None]) -> None:
@@ -209,11 +205,7 @@ class DockerRunner(Runner):
     def start(self, request: RunRequest) -> ModuleRun:
         spec = request.spec
         assert spec.image
-        outside = [p for p in (request.stdout_path, request.stderr_path) if not any(
-            p.startswith(d.path.rstrip("/") + "/") for d in spec.dirs)]
-        if outside:
-            raise BadInput(f"{outside[0]} is outside the job's dirs, so the module's container cannot write it",
-                           "keep STDOUT_FILENAME / STDERR_FILENAME inside the metadata dir")
+        self.require_outputs_in_dirs(request)
         client = docker_client()  # DOCKER_HOST, as every docker tool
         ensure_image(client, spec.image)
         limits: dict[str, Any] = {}
