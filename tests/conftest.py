@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-pytest_plugins = ["fixtures_docker", "fixtures_batch", "fixtures_hpc", "fixtures_clouds"]  # dockerd + images, Batch, HPC, GCS + Azure
+pytest_plugins = ["fixtures_docker", "fixtures_batch", "fixtures_hpc", "fixtures_clouds", "wrapper_helpers"]  # dockerd + images, Batch, HPC, GCS + Azure
 
 ROOT = Path(__file__).resolve().parent.parent
 SERVICES = ROOT / "scripts" / "services.py"

@@ -4,9 +4,12 @@ gpstage's providers are configured exactly as a user's would be; a fresh bucket/
 
 from __future__ import annotations
 
+import http.client
 import os
+import urllib.parse
 import uuid
 from collections.abc import Iterator
+from datetime import datetime, timedelta, timezone
 
 import pytest
 
@@ -78,3 +81,30 @@ def azure_container(azure_service) -> Iterator[str]:
     azure_service.create_container(name)
     yield name
     azure_service.delete_container(name)
+
+
+# ---- objects written by other tools, whatever their keys ----------------------------------------------
+def gcs_put(gcs_fs, endpoint: str, bucket: str, key: str, data: bytes) -> None:
+    """An object written by another tool, whatever its key (the name travels as a query parameter)."""
+    gcs_fs.call("POST", f"{endpoint}/upload/storage/v1/b/{bucket}/o", uploadType="media", name=key, data=data,
+                headers={"Content-Type": "application/octet-stream"})
+
+
+def azure_put_raw(connection_string: str, container: str, name: str, data: bytes) -> None:
+    """A blob written by another tool under a literal name: the SDK's HTTP stack would resolve '..' in
+    the URL path, so this is one PUT with a SAS through http.client, which sends the path as given."""
+    from azure.storage.blob import BlobSasPermissions, generate_blob_sas
+
+    kv = dict(p.split("=", 1) for p in connection_string.split(";") if "=" in p)
+    sas = generate_blob_sas(kv["AccountName"], container, name, account_key=kv["AccountKey"],
+                            permission=BlobSasPermissions(create=True, write=True),
+                            expiry=datetime.now(timezone.utc) + timedelta(minutes=10))
+    endpoint = urllib.parse.urlsplit(kv["BlobEndpoint"])
+    conn = http.client.HTTPConnection(endpoint.hostname, endpoint.port, timeout=30)
+    try:
+        conn.request("PUT", f"{endpoint.path.rstrip('/')}/{container}/{urllib.parse.quote(name, safe='/')}?{sas}", body=data,
+                     headers={"x-ms-blob-type": "BlockBlob", "x-ms-version": "2021-08-06"})
+        resp = conn.getresponse()
+        assert resp.status == 201, resp.read()
+    finally:
+        conn.close()

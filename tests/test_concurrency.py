@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from examples.sample_job import expected_counts, lay_out_job
+from examples.sample_job import lay_out_job
 from gpstage.launching import get_launcher
 from gpstage.records import RecordStore
 from gpstage.spec import Role

@@ -4,7 +4,6 @@ an ``exit_code.txt`` and a ``status.json`` that say what happened, and none hang
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import pytest

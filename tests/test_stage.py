@@ -5,11 +5,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from tests.conftest import run_cli
-
 from gpstage.listing import list_url
 from gpstage.spec import Role, parse_spec
 from gpstage.stage import stage_in, stage_out
+from tests.conftest import run_cli
 
 
 def make_job(tmp_path: Path, root: str) -> Path:
