@@ -30,15 +30,14 @@ Idempotent and serialised by a lock file: a finished install (stamp + dependenci
 
 from __future__ import annotations
 
-import fcntl
 import os
 import shutil
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
+
+from service_common import file_lock  # scripts/ is on sys.path: these modules run from services.py
 
 ENV_KEY = "GPSTAGE_TEST_APPTAINER"  # the wrapper's path, published for the tests
 DEPS = ["squashfs-tools", "squashfuse", "fuse2fs", "fuse-overlayfs", "uidmap", "e2fsprogs", "libseccomp2",
@@ -79,14 +78,6 @@ def prefix_of(state_dir: Path) -> Path:
 
 def wrapper_of(state_dir: Path) -> Path:
     return prefix_of(state_dir) / "bin" / "apptainer"
-
-
-@contextmanager
-def _lock(path: Path) -> Iterator[None]:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)
-        yield
 
 
 def _run(argv: list[str], logfile: Path, timeout: float = 900, **kw) -> None:
@@ -212,7 +203,7 @@ def installed(state_dir: Path) -> bool:
 def ensure(state_dir: Path) -> Path:
     """Install apptainer under ``<state_dir>/apptainer`` unless it is already there; return the wrapper."""
     prefix = prefix_of(state_dir)
-    with _lock(Path(state_dir).resolve() / "apptainer.lock"):
+    with file_lock(Path(state_dir).resolve() / "apptainer.lock"):
         if _healthy(prefix):
             return prefix / "bin" / "apptainer"
         if os.geteuid() != 0:

@@ -21,7 +21,6 @@ Standard library only.
 
 from __future__ import annotations
 
-import fcntl
 import os
 import shutil
 import signal
@@ -31,9 +30,9 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
+
+from service_common import file_lock  # scripts/ is on sys.path: these modules run from services.py
 
 ENV_KEY = "GPSTAGE_TEST_REGISTRY"
 PACKAGE = "docker-registry"
@@ -70,14 +69,6 @@ def log(msg: str) -> None:
 
 def registry_dir(state_dir: Path) -> Path:
     return Path(state_dir).resolve() / "registry"
-
-
-@contextmanager
-def _lock(d: Path) -> Iterator[None]:
-    d.mkdir(parents=True, exist_ok=True)
-    with open(d / "registry.lock", "w") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)
-        yield
 
 
 def _tool(name: str) -> str | None:
@@ -177,7 +168,7 @@ def running(state_dir: Path) -> bool:
 def start(state_dir: Path) -> dict[str, str]:
     """The registry on 127.0.0.1:<free port>, ready; ``{GPSTAGE_TEST_REGISTRY: "127.0.0.1:PORT"}``."""
     d = registry_dir(state_dir)
-    with _lock(d):
+    with file_lock(d / "registry.lock"):
         env = _read_env(d)
         if _pid(d) and ENV_KEY in env and _ready(env[ENV_KEY]):
             return {ENV_KEY: env[ENV_KEY]}
@@ -229,7 +220,7 @@ def stop(state_dir: Path) -> None:
     d = registry_dir(state_dir)
     if not d.exists():
         return
-    with _lock(d):
+    with file_lock(d / "registry.lock"):
         _stop_locked(d)
 
 

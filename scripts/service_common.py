@@ -79,7 +79,7 @@ def wait_http(url: str, seconds: float, pid: int) -> None:
         if not pid_alive(pid):
             raise SystemExit(f"service exited during start-up; see {STATE}")
         try:
-            urllib.request.urlopen(url, timeout=1)  # noqa: S310 - loopback only
+            urllib.request.urlopen(url, timeout=1)
             return
         except urllib.error.HTTPError:
             return  # it answered
@@ -98,14 +98,19 @@ def spawn(name: str, argv: list[str], env: dict[str, str] | None = None) -> int:
 
 
 @contextlib.contextmanager
-def service_lock(name: str) -> Iterator[None]:
-    """An exclusive lock while one process starts ``name`` (two test sessions may start it at once)."""
+def file_lock(path: Path) -> Iterator[None]:
+    """An exclusive flock on ``path`` for the block (two test sessions may start a service at once)."""
     import fcntl
 
-    STATE.mkdir(parents=True, exist_ok=True)
-    with open(STATE / f"{name}.lock", "w") as f:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w") as f:
         fcntl.flock(f, fcntl.LOCK_EX)
         yield
+
+
+def service_lock(name: str) -> contextlib.AbstractContextManager[None]:
+    """The lock held while one process starts ``name``."""
+    return file_lock(STATE / f"{name}.lock")
 
 
 def log_tail(path: Path, lines: int = 15) -> str:

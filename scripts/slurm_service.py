@@ -27,7 +27,6 @@ file — and munge's key, socket, pid, log and seed, so the system's munge (``/e
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import os
 import pwd
@@ -40,6 +39,8 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+
+from service_common import file_lock  # scripts/ is on sys.path: these modules run from services.py
 
 ENV_KEY = "GPSTAGE_TEST_SLURM_CONF"
 PACKAGES = ["slurmctld", "slurmd", "slurm-client", "munge"]
@@ -63,14 +64,6 @@ def slurm_dir(state_dir: Path) -> Path:
 
 def conf_path(state_dir: Path) -> Path:
     return slurm_dir(state_dir) / "slurm.conf"
-
-
-@contextmanager
-def _lock(path: Path) -> Iterator[None]:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)
-        yield
 
 
 def _tool(name: str) -> str:
@@ -276,7 +269,7 @@ def start(state_dir: Path) -> dict[str, str]:
     A running cluster is left as it is (its slurm.conf is only rewritten when it would differ)."""
     ensure(state_dir)
     d = slurm_dir(state_dir)
-    with _lock(Path(state_dir).resolve() / "slurm.lock"):
+    with file_lock(Path(state_dir).resolve() / "slurm.lock"):
         for sub in ("state", "spool/slurmd", "log", "run"):
             (d / sub).mkdir(parents=True, exist_ok=True)
         started = time.monotonic()
@@ -321,7 +314,7 @@ def stop(state_dir: Path, _locked: bool = False) -> None:
     d = slurm_dir(state_dir)
     if not d.exists():
         return
-    with _lock(Path(state_dir).resolve() / "slurm.lock") if not _locked else _nolock():
+    with file_lock(Path(state_dir).resolve() / "slurm.lock") if not _locked else _nolock():
         conf = d / "slurm.conf"
         if _pid_of(d, "slurmctld") and conf.exists():
             env = _env(conf)
