@@ -31,7 +31,7 @@ from typing import Any, ClassVar
 from gpstage.errors import BadInput, GpstageError, MissingDependency, StorageError
 from gpstage.retry import cause_chain, http_status
 from gpstage.storage.base import FsspecProvider, _to_ns, quiet_library_logs
-from gpstage.storage.local import LocalTree, _unlink_quietly
+from gpstage.storage.local import LocalTree
 from gpstage.storage.remote import RemoteTree
 from gpstage.storage.tree import Entry
 from gpstage.urls import split_url
@@ -335,19 +335,13 @@ class AzureTree(RemoteTree):
             else:
                 await asyncio.to_thread(dst.write_file, dst_rel or rel, data, entry)
             return
-        final, tmp = await asyncio.to_thread(dst.prepare, dst_rel or rel)
-
-        async def fetch() -> None:
+        async def fetch(tmp: str) -> None:
             stream = await self.blob(rel).download_blob(max_concurrency=1)  # later chunks pinned to its ETag
             with open(tmp, "wb") as f:
                 async for chunk in stream.chunks():
                     f.write(chunk)
 
-        try:
-            await self.call(fetch, rel)
-            await asyncio.to_thread(dst.commit, tmp, final, entry.size, entry.mode, entry.time_ns)
-        finally:
-            await asyncio.to_thread(_unlink_quietly, tmp)
+        await self.fetch_into(rel, entry, dst, dst_rel, fetch)
 
     async def delete(self, rels: list[str]) -> None:
         """One Delete Blob per blob (every request under the retry policy); a blob already gone is fine.

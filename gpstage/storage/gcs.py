@@ -28,7 +28,7 @@ from typing import Any, ClassVar
 from gpstage.errors import GpstageError, MissingDependency, StorageError
 from gpstage.retry import cause_chain, http_status
 from gpstage.storage.base import FsspecProvider, _to_ns, bucket_path, quiet_library_logs
-from gpstage.storage.local import LocalTree, _unlink_quietly
+from gpstage.storage.local import LocalTree
 from gpstage.storage.remote import RemoteTree
 from gpstage.storage.tree import Entry
 
@@ -346,12 +346,8 @@ class GcsTree(RemoteTree):
             else:
                 await asyncio.to_thread(dst.write_file, dst_rel or rel, data, entry)
             return
-        final, tmp = await asyncio.to_thread(dst.prepare, dst_rel or rel)
-        try:
-            await self.call(lambda: self.fs._get_file_request(f"{self.bucket}/{self.object_key(rel)}", tmp, consistency="none"), rel)
-            await asyncio.to_thread(dst.commit, tmp, final, entry.size, entry.mode, entry.time_ns)
-        finally:
-            await asyncio.to_thread(_unlink_quietly, tmp)
+        await self.fetch_into(rel, entry, dst, dst_rel, lambda tmp: self.fs._get_file_request(
+            f"{self.bucket}/{self.object_key(rel)}", tmp, consistency="none"))
 
     async def delete(self, rels: list[str]) -> None:
         """One DELETE per object (every request under the retry policy); an object already gone is fine."""

@@ -117,9 +117,15 @@ class RemoteTree:
 
     async def download(self, rel: str, entry: Entry, dst: LocalTree, dst_rel: str | None = None) -> None:
         """Fetch ``rel`` into ``dst`` atomically, with the entry's mode and mtime."""
+        await self.fetch_into(rel, entry, dst, dst_rel, lambda tmp: self._fs("get_file", self.key(rel), tmp))
+
+    async def fetch_into(self, rel: str, entry: Entry, dst: LocalTree, dst_rel: str | None,
+                         fetch: Callable[[str], Awaitable[Any]]) -> None:
+        """``fetch(tmp)`` (retried as one request) writes the object to a temp file beside its final name in
+        ``dst``; it is renamed into place once its size is verified, and removed whatever happens."""
         final, tmp = await asyncio.to_thread(dst.prepare, dst_rel or rel)
         try:
-            await self.call(lambda: self._fs("get_file", self.key(rel), tmp), rel)
+            await self.call(lambda: fetch(tmp), rel)
             await asyncio.to_thread(dst.commit, tmp, final, entry.size, entry.mode, entry.time_ns)
         finally:
             await asyncio.to_thread(_unlink_quietly, tmp)

@@ -17,7 +17,7 @@ from typing import Any, ClassVar
 from gpstage.errors import GpstageError, MissingDependency, StorageError
 from gpstage.retry import cause_chain, error_code
 from gpstage.storage.base import FsspecProvider, bucket_path
-from gpstage.storage.local import LocalTree, _unlink_quietly
+from gpstage.storage.local import LocalTree
 from gpstage.storage.remote import RemoteTree
 from gpstage.storage.tree import Entry
 
@@ -169,9 +169,8 @@ class S3Tree(RemoteTree):
             raise
 
     async def download(self, rel: str, entry: Entry, dst: LocalTree, dst_rel: str | None = None) -> None:
-        """Fetch ``rel`` into a temp file in ``dst``, renamed into place once its size is verified. Small
-        objects take one read and one write (in the loop when tiny: most GenePattern outputs are),
-        large ones stream in blocks."""
+        """Fetch ``rel`` into a temp file in ``dst``, renamed into place once its size is verified. Objects
+        up to 1 MiB (most GenePattern outputs) take one GET and one write; larger ones stream in blocks."""
         key = self.object_key(rel)
         if entry.size <= GET_WHOLE:
             data = await self.call(lambda: self.fs.get_bytes(self.bucket, key), rel)
@@ -179,18 +178,13 @@ class S3Tree(RemoteTree):
             # threads let several creations proceed at once while the loop keeps requests going.
             await asyncio.to_thread(dst.write_file, dst_rel or rel, data, entry)
             return
-        final, tmp = await asyncio.to_thread(dst.prepare, dst_rel or rel)
 
-        async def fetch() -> None:
+        async def fetch(tmp: str) -> None:
             with open(tmp, "wb") as f:
                 async for block in self.fs.get_chunks(self.bucket, key, DOWNLOAD_CHUNK):
                     f.write(block)
 
-        try:
-            await self.call(fetch, rel)
-            await asyncio.to_thread(dst.commit, tmp, final, entry.size, entry.mode, entry.time_ns)
-        finally:
-            await asyncio.to_thread(_unlink_quietly, tmp)
+        await self.fetch_into(rel, entry, dst, dst_rel, fetch)
 
     async def abort_incomplete(self, rels: list[str] | None = None) -> int:
         """Abort multipart uploads left under the root by a killed writer: those of ``rels`` (about to be
