@@ -45,7 +45,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                "re-sync only; (d) gsea = GenePattern GSEA output, 5,023 files / ~410 MB; (e) huge = one 1 GiB file, "
                "peak RSS, SeaweedFS only, 1 rep.\nops: up (local -> empty prefix), noop (the same up again, nothing "
                "changed), down (prefix -> empty local dir).\nResults: a Markdown table and JSON in --out "
-               "(<UTC time>.md/.json and latest.md/.json; with --quick <UTC time>-quick.* and latest-quick.*), and "
+               "(latest.md/.json, the run's date inside; with --quick latest-quick.*), and "
                "the targets' met/missed lines. Exit code 1 if any run failed.")
     p.add_argument("--quick", action="store_true", help="tiny data sets, 1 rep, both servers, every tool (under a minute)")
     p.add_argument("--reps", type=int, default=None, metavar="N", help="repetitions per run on SeaweedFS; the median is "
@@ -181,7 +181,7 @@ def main(argv: list[str]) -> int:
             "gpstage_help_s": help_s, "setup_s": setup_s, "total_s": time.monotonic() - t0}
     markdown = render(meta, args, rows, checks, failed, ds_keys)
     print("\n" + markdown)
-    paths = report.write(args.out, stamp, markdown, {"meta": meta, "summary": [r.to_dict() for r in rows],
+    paths = report.write(args.out, markdown, {"meta": meta, "summary": [r.to_dict() for r in rows],
                                                      "targets": checks, "runs": [r.to_dict() for r in runner.runs]},
                          "-quick" if args.quick else "")
     say(f"written: {', '.join(str(p) for p in paths)}")

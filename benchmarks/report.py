@@ -81,13 +81,15 @@ def table(rows: list[Row], ds_keys: dict[str, str]) -> str:
         status = f"{r.reps - r.failed}/{r.reps}" + (" **FAILED**" if r.failed else "")
         types = ", ".join(f"{k} {v}" for k, v in r.request_types.items())
         lines.append(f"| ({ds_keys.get(r.dataset, '?')}) {r.dataset} | {r.op} | {r.server} | {r.tool} | {_f(r.wall_s)} | "
-                     f"{_f(r.ratio)} | {_f(r.cpu_s)} | {_f(r.server_cpu_s)} | {_f(r.requests, '{:,}')} | {_f(r.rss_mib, '{:.0f}')} | "
+                     f"{_f(r.ratio)} | {_f(r.cpu_s)} | {_f(r.server_cpu_s)} | "
+                     f"{_f(r.requests, '{:,}')} | {_f(r.rss_mib, '{:.0f}')} | "
                      f"{status} | {types} |")
     return "\n".join(lines)
 
 
 def _get(rows: list[Row], dataset: str, op: str, tool: str, server: str = "seaweedfs") -> Row | None:
-    return next((r for r in rows if (r.server, r.dataset, r.op, r.tool) == (server, dataset, op, tool) and r.wall_s is not None), None)
+    return next((r for r in rows
+                 if (r.server, r.dataset, r.op, r.tool) == (server, dataset, op, tool) and r.wall_s is not None), None)
 
 
 def targets(rows: list[Row], help_s: float | None, sets: dict[str, Dataset]) -> list[dict[str, Any]]:
@@ -118,7 +120,8 @@ def targets(rows: list[Row], help_s: float | None, sets: dict[str, Dataset]) -> 
         mb = sets["big"].nbytes / 1e6
         if gp and rc:
             check(f"(b) big {op}: gpstage throughput ≥ rclone's", gp.wall_s <= rc.wall_s,
-                  f"gpstage {mb / gp.wall_s:.1f} MB/s ({gp.wall_s:.3f} s) vs rclone {mb / rc.wall_s:.1f} MB/s ({rc.wall_s:.3f} s)")
+                  f"gpstage {mb / gp.wall_s:.1f} MB/s ({gp.wall_s:.3f} s) "
+                  f"vs rclone {mb / rc.wall_s:.1f} MB/s ({rc.wall_s:.3f} s)")
         else:
             check(f"(b) big {op}: gpstage throughput ≥ rclone's", None, "not measured")
     for op in ("up", "down"):
@@ -147,12 +150,11 @@ def target_lines(checks: list[dict[str, Any]]) -> list[str]:
     return [f"- {word[c['met']]} {c['target']} — {c['detail']}" for c in checks]
 
 
-def write(out_dir: Path, stamp: str, markdown: str, payload: dict[str, Any], suffix: str = "") -> list[Path]:
-    """<stamp><suffix>.md/.json and latest<suffix>.md/.json (``-quick`` runs never replace a full run's latest)."""
+def write(out_dir: Path, markdown: str, payload: dict[str, Any], suffix: str = "") -> list[Path]:
+    """latest<suffix>.md/.json, one copy (the run's date is inside both; git keeps the earlier ones).
+    ``-quick`` runs never replace a full run's latest."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    paths = []
-    for name in (stamp + suffix, "latest" + suffix):
-        (out_dir / f"{name}.md").write_text(markdown)
-        (out_dir / f"{name}.json").write_text(json.dumps(payload, indent=2, default=str) + "\n")
-        paths += [out_dir / f"{name}.md", out_dir / f"{name}.json"]
-    return paths
+    md, js = out_dir / f"latest{suffix}.md", out_dir / f"latest{suffix}.json"
+    md.write_text(markdown)
+    js.write_text(json.dumps(payload, indent=2, default=str) + "\n")
+    return [md, js]

@@ -194,7 +194,8 @@ class Runner:
 
 
 def _line(runs: list[Run], tool: str, case: Case, rep: int) -> str:
-    mine = [r for r in runs if r.tool == tool and r.server == case.server.name and r.dataset == case.dataset.name and r.rep == rep]
+    mine = [r for r in runs
+            if r.tool == tool and r.server == case.server.name and r.dataset == case.dataset.name and r.rep == rep]
     parts = [f"{r.op} {r.wall_s:.2f}s/{r.requests}req" + ("" if r.ok else " FAILED") for r in mine]
     return f"   rep {rep} {tool:16} " + "  ".join(parts)
 

@@ -5,7 +5,7 @@ Legacy mode:  gpstage-entry TASKLIB INPUT_FILES_DIR S3_ROOT WORKING_DIR EXECUTAB
               (GenePattern's runS3OnBatch.sh contract; S3_ROOT may be any storage URL)
 
 argparse, not typer: this runs once per job and its start-up time is part of every job's overhead.
-Exit codes (DESIGN.md §9): the module's own code, 125 gpstage/backend error (also bad arguments:
+Exit codes (docs/design.md §9): the module's own code, 125 gpstage/backend error (also bad arguments:
 the job could not run), 127 executable missing, 142 time limit, 128+N killed by signal N.
 """
 
@@ -89,7 +89,8 @@ def load_job(args: argparse.Namespace, env: Mapping[str, str]) -> JobSpec:
 
     source = args.spec or env.get("GPSTAGE_SPEC")
     if source and args.legacy:
-        raise BadInput("both a job spec and legacy arguments were given", "use either --spec (or GPSTAGE_SPEC) or the 5 legacy arguments")
+        raise BadInput("both a job spec and legacy arguments were given",
+                       "use either --spec (or GPSTAGE_SPEC) or the 5 legacy arguments")
     if source:
         from gpstage.stage import read_spec
 

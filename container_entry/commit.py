@@ -1,7 +1,7 @@
 """Commit and push: after a successful run, a "finished" module image — the module's own image plus the
 job's TASKLIB and libraries dirs at their paths — tagged and pushed to a registry, so that the next
 run of the module needs nothing staged but its inputs (the Docker-in-Docker prototype's per-module
-commit, CONTRACTS.md).
+commit, docs/genepattern-contracts.md).
 
 ``docker commit`` leaves bind-mounted content out, and the module's container had every dir mounted.
 So the image is made from a FRESH container of the module's image, created without mounts, without

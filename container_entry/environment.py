@@ -3,7 +3,7 @@
 GenePattern SOURCES ``runS3Batch_prerun_custom.sh`` in the shell that then runs the module, so what
 it exports reaches the module. The entry reproduces that by sourcing the script in bash and reading
 back the exported environment. Credentials the entry used for storage are removed from what the
-module sees (DESIGN.md §11); operator scripts (custom pre/post-run) keep them, as they sync data.
+module sees (docs/design.md §11); operator scripts (custom pre/post-run) keep them, as they sync data.
 """
 
 from __future__ import annotations
@@ -87,7 +87,8 @@ def source_script(path: str, env: Mapping[str, str], cwd: str, log: EntryLog) ->
 def run_hook(path: str, env: Mapping[str, str], cwd: str, log: EntryLog) -> None:
     """Run a spec hook with bash; a non-zero exit is a failed step."""
     if not os.path.isfile(path):
-        raise StepFailed(f"hook {path} does not exist", "fix hooks in the job spec or add the script to the image or a staged dir")
+        raise StepFailed(f"hook {path} does not exist",
+                         "fix hooks in the job spec or add the script to the image or a staged dir")
     code = _bash([path], env, cwd, log)
     if code != 0:
         raise StepFailed(f"hook {path} exited {code}", "fix the hook; its output is in the entry log")

@@ -27,7 +27,7 @@ def spec_from_legacy(args: Sequence[str], env: Mapping[str, str]) -> JobSpec:
         raise BadInput(f"legacy mode takes {len(LEGACY_ARGS)} arguments, got {len(args)}",
                        f"call `{USAGE}`, or `gpstage-entry --spec URL`")
     tasklib, inputs, root, workdir, executable = (a.strip() for a in args)
-    for name, value in zip(LEGACY_ARGS, (tasklib, inputs, root, workdir, executable)):
+    for name, value in zip(LEGACY_ARGS, (tasklib, inputs, root, workdir, executable), strict=True):
         if not value:
             raise BadInput(f"legacy argument {name} is empty", f"call `{USAGE}` with every argument set")
     workdir = _absolute(workdir, "WORKING_DIR")

@@ -24,12 +24,13 @@ from collections.abc import Mapping
 from typing import Any
 
 from container_entry.environment import job_environment, module_environment, run_hook, script_variables, source_script
-from container_entry.record import EntryLog, now, write_exit_code, write_status
+from container_entry.record import EntryLog, now
 from container_entry.runners import Runner, RunRequest
-from container_entry.settings import LOG_NAME, STATUS_NAME, EntrySettings
+from container_entry.settings import EntrySettings
 from container_entry.supervise import CancelWatch, LivePush, Outcome, Supervisor
 from gpstage.aio import run_sync
 from gpstage.errors import GpstageError
+from gpstage.jobfiles import LOG_NAME, STATUS_NAME, write_exit_code, write_status
 from gpstage.spec import JobSpec, Role
 from gpstage.stage import DirTransfer, async_stage
 from gpstage.states import EXIT_GPSTAGE_ERROR, EXIT_NOT_FOUND, EXIT_SIGNAL_BASE, EXIT_TIMEOUT, JobState, JobStatus, Reason
@@ -46,7 +47,7 @@ class EntryCancelled(BaseException):
 
 
 class Entry:
-    """Runs ``spec`` with ``runner``; :meth:`run` returns the exit code of DESIGN.md §9."""
+    """Runs ``spec`` with ``runner``; :meth:`run` returns the exit code of docs/design.md §9."""
 
     def __init__(self, spec: JobSpec, runner: Runner, settings: EntrySettings, env: Mapping[str, str] | None = None) -> None:
         self.spec, self.runner, self.settings = spec, runner, settings

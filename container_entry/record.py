@@ -1,22 +1,18 @@
-"""What the entry leaves in the metadata dir: its own log, ``exit_code.txt`` and ``status.json``.
+"""The entry's own log in the metadata dir (``exit_code.txt`` and ``status.json`` are written through
+:mod:`gpstage.jobfiles`, which owns the metadata files' names and formats).
 
 The log is the entry's, never the module's (that goes to ``stdout.txt``/``stderr.txt``): one line per
-step with its duration, so an operator reading it remotely sees where the time went. Records are
-written atomically (temp file + rename): a live push never uploads half a JSON document.
+step with its duration, so an operator reading it remotely sees where the time went.
 """
 
 from __future__ import annotations
 
-import json
-import os
 import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime, timezone
 from typing import IO
-
-from gpstage.states import JobStatus
 
 
 def now() -> datetime:
@@ -71,19 +67,3 @@ class EntryLog:
             seconds = time.monotonic() - started
             phases[key or name] = round(phases.get(key or name, 0.0) + seconds, 3)
             self(f"{name}: {'done' if ok else 'failed'} in {seconds:.2f} s")
-
-
-def write_atomic(path: str, text: str) -> None:
-    tmp = f"{path}.tmp-{os.getpid()}"
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write(text)
-    os.replace(tmp, path)
-
-
-def write_exit_code(path: str, code: int) -> None:
-    """GenePattern's format, which its server parses: ``{"exit_code": N}``."""
-    write_atomic(path, json.dumps({"exit_code": code}) + "\n")
-
-
-def write_status(path: str, status: JobStatus) -> None:
-    write_atomic(path, status.model_dump_json(indent=2) + "\n")

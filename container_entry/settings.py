@@ -12,19 +12,17 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from gpstage.errors import BadInput
+from gpstage.jobfiles import EXITCODE_NAME, STDERR_NAME, STDOUT_NAME
 
 PRERUN_SCRIPT = "/usr/local/bin/runS3Batch_prerun_custom.sh"
 POSTRUN_SCRIPT = "/usr/local/bin/runS3Batch_postrun_custom.sh"
-LOG_NAME = "gpstage-entry.log"  # the entry's own log, beside (never mixed with) the module's output
-STATUS_NAME = "status.json"
-CANCEL_NAME = "cancel.json"  # a launcher's cancel request, in the metadata dir on storage (docs/wrapper-mode.md)
 
 
 @dataclass(frozen=True)
 class EntrySettings:
-    stdout_name: str = "stdout.txt"  # relative names are inside the metadata dir
-    stderr_name: str = "stderr.txt"
-    exitcode_name: str = "exit_code.txt"
+    stdout_name: str = STDOUT_NAME  # relative names are inside the metadata dir
+    stderr_name: str = STDERR_NAME
+    exitcode_name: str = EXITCODE_NAME
     prerun_script: str = PRERUN_SCRIPT  # sourced (its exports reach the module) if it exists
     postrun_script: str = POSTRUN_SCRIPT
     log_push_interval: float = 30.0  # seconds between pushes of the metadata dir while the module runs; 0: never

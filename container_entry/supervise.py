@@ -1,6 +1,6 @@
 """Watching the running module: its time limit, forwarded signals, and live pushes of the logs.
 
-The time limit is the entry's own (DESIGN.md §10): TERM to the whole module, a grace period, then
+The time limit is the entry's own (docs/design.md §10): TERM to the whole module, a grace period, then
 KILL, recorded as 142. A signal the entry receives is forwarded to the module (the same grace and
 KILL follow). While the module runs, a background thread pushes the metadata dir every
 ``interval`` seconds so that ``stdout.txt``/``stderr.txt`` can be followed remotely. Where a backend's
@@ -9,7 +9,6 @@ own cancel is a hard kill, a launcher asks for a cancel on storage instead; :cla
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import threading
@@ -20,8 +19,7 @@ from dataclasses import dataclass
 from typing_extensions import Self
 
 from container_entry.runners import ModuleRun
-from container_entry.settings import CANCEL_NAME
-from gpstage.spec import JobSpec, Role
+from gpstage.spec import JobSpec
 
 POLL_S = 0.2  # how often the supervisor looks at the clock and the module
 
@@ -131,20 +129,12 @@ class CancelWatch(Periodic):
         self.env = os.environ if env is None else env
 
     def requested(self) -> bool:
-        from gpstage.aio import run_sync
-        from gpstage.storage import read_url
+        from gpstage.jobfiles import cancel_requested
 
         try:
-            raw = run_sync(read_url(cancel_url(self.spec)))
-        except Exception:  # noqa: BLE001 - not there (or storage unreachable: the next look will tell)
+            return cancel_requested(self.spec, self.env.get("AWS_BATCH_JOB_ID"))
+        except Exception:  # noqa: BLE001 - storage unreachable: the next look will tell
             return False
-        try:
-            doc = json.loads(raw)
-        except ValueError:
-            doc = {}
-        wanted = doc.get("backend_id") if isinstance(doc, dict) else None
-        mine = self.env.get("AWS_BATCH_JOB_ID")
-        return not wanted or not mine or wanted == mine  # a request for an earlier run of this job_id is not ours
 
     def tick(self) -> bool:
         if not self.requested():
@@ -152,9 +142,3 @@ class CancelWatch(Periodic):
         self.log("cancel requested on storage")
         self.cancel()
         return False
-
-
-def cancel_url(spec: JobSpec) -> str:
-    from gpstage.urls import join_url
-
-    return join_url(spec.url_of(spec.dir(Role.METADATA)), CANCEL_NAME)

@@ -1,4 +1,4 @@
-"""gpstage's settings file (DESIGN.md §13): one TOML file, named by ``GPSTAGE_CONFIG``, default
+"""gpstage's settings file (docs/design.md §13): one TOML file, named by ``GPSTAGE_CONFIG``, default
 ``~/.config/gpstage/config.toml`` (``$XDG_CONFIG_HOME`` respected). It holds one table per launcher
 (``[launchers.local]``, ``[launchers.docker]`` …) — and the storage profiles. A launcher validates its
 own table with its own pydantic model; the CLI's ``--set key=value`` and the Python API's keyword

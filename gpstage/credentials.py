@@ -1,4 +1,4 @@
-"""Which environment variables carry storage credentials (DESIGN.md §11).
+"""Which environment variables carry storage credentials (docs/design.md §11).
 
 Credentials reach gpstage only by reference: the standard variables of each storage SDK, a profile
 name, a credential file. This module names them in one place so that the spec can refuse a secret

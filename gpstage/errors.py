@@ -1,6 +1,6 @@
 """Errors that reach users: one line naming the problem and the fix, and the exit code to use.
 
-Every command maps a :class:`GpstageError` to its ``exit_code`` (DESIGN.md §9): 2 for bad input,
+Every command maps a :class:`GpstageError` to its ``exit_code`` (docs/design.md §9): 2 for bad input,
 3 for storage or transfer failures. Anything else escaping a command is a bug.
 """
 

@@ -1,7 +1,7 @@
-"""Finding launchers by name without importing them (DESIGN.md §15): ``gpstage`` names the built-in
-ones by import path and finds the rest through the ``gpstage.launchers`` entry-point group, so the
-job commands work with any launcher a plugin adds and ``gpstage`` never imports ``launchers`` at
-module level."""
+"""Finding launchers by name without importing them (docs/design.md §15): the built-in ones are named
+here by import path (so a plain checkout knows them), plugins add theirs through the
+``gpstage.launchers`` entry-point group, and the job commands work with either while ``gpstage``
+never imports ``launchers`` (import-linter checks it)."""
 
 from __future__ import annotations
 

@@ -1,9 +1,11 @@
 """Named implementations loaded on first use: built-ins by import path, third parties by entry point.
 
 Storage providers (``gpstage.storage``), runners (``gpstage.runners``) and launchers
-(``gpstage.launchers``) are all found this way, as fsspec finds its filesystems: nothing heavy is
-imported until a name is used, and a missing optional package is reported with the ``pip install``
-that fixes it. ``gpstage`` itself never imports ``launchers`` or ``container_entry``; it only names them.
+(``gpstage.launchers``) are all found this way, as fsspec finds its filesystems: one table per kind
+names the built-ins by import path (so a plain checkout resolves them exactly as an installed wheel
+does), entry points of that group add third parties' on top, nothing heavy is imported until a name is
+used, and a missing optional package is reported with the ``pip install`` that fixes it. ``gpstage``
+itself never imports ``launchers`` or ``container_entry``; it only names them.
 """
 
 from __future__ import annotations

@@ -3,7 +3,7 @@
 A profile sets the endpoint, region, timeouts and retry policy for every URL under its prefix (the
 longest matching prefix wins), and says WHERE credentials are — never what they are: names of
 environment variables (``*_env``), an AWS profile name, a key file path. A literal secret in the file
-is refused with an error that says how to reference it instead (DESIGN.md §11).
+is refused with an error that says how to reference it instead (docs/design.md §11).
 
     [storage."s3://gp-bucket/"]
     endpoint = "https://s3.example.org"
@@ -102,7 +102,8 @@ def load_profiles(config: Mapping[str, Any] | None = None) -> dict[str, StorageP
     out = {}
     for prefix, table in tables.items():
         if not isinstance(table, dict):
-            raise BadInput(f"{config_path()}: storage.{prefix} must be a table", f'write [storage."{prefix}"] with settings under it')
+            raise BadInput(f"{config_path()}: storage.{prefix} must be a table",
+                           f'write [storage."{prefix}"] with settings under it')
         _check_literal_secrets(prefix, table)
         try:
             out[prefix] = StorageProfile.model_validate(table)

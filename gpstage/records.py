@@ -1,4 +1,4 @@
-"""Job records (DESIGN.md §14): what was submitted where, so that ANY process can ask about a job later.
+"""Job records (docs/design.md §14): what was submitted where, so that ANY process can ask about a job later.
 
 The GenePattern server submits with one call and polls with others; a notebook may restart. One
 store under ``$GPSTAGE_STATE_DIR`` (default ``~/.local/state/gpstage``), one directory per ``job_id``
@@ -39,7 +39,7 @@ def utcnow() -> datetime:
 
 
 class JobRecord(BaseModel):
-    """One job as its launcher knows it. Settings hold no secrets (they never do: DESIGN.md §11)."""
+    """One job as its launcher knows it. Settings hold no secrets (they never do: docs/design.md §11)."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -115,7 +115,8 @@ class RecordStore:
         d = self.job_dir(job_id)
         record = self._read(d, job_id) if d.exists() else None
         if record is None:
-            raise BadInput(f"no job {job_id!r} in {self.root}", "check the job id (`gpstage jobs` lists them) or GPSTAGE_STATE_DIR")
+            raise BadInput(f"no job {job_id!r} in {self.root}",
+                           "check the job id (`gpstage jobs` lists them) or GPSTAGE_STATE_DIR")
         return record
 
     def update(self, job_id: str, change: Callable[[JobRecord], None]) -> JobRecord:

@@ -1,4 +1,4 @@
-"""One retry policy for every storage operation (DESIGN.md §6).
+"""One retry policy for every storage operation (docs/design.md §6).
 
 The SDKs' own retries are switched off by each provider, so a failure is retried exactly as this
 policy says and every retry is counted in the transfer report instead of hiding inside an SDK.

@@ -18,8 +18,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from gpstage.credentials import SECRET_ENV_NAMES
 from gpstage.errors import BadInput
+from gpstage.urls import dir_url, split_url
 from gpstage.validation import format_validation_error
-from gpstage.urls import dir_url, join_url, split_url
 
 # GenePattern's upload excludes, written so they match at any depth (aws-style globs cross "/").
 DEFAULT_STAGE_IN_EXCLUDES = ("*~", ".DS_Store", "*/.DS_Store", ".git*", "*/.git*")
@@ -167,7 +167,8 @@ class JobSpec(_Strict):
             if not _ENV_NAME.match(name):
                 raise ValueError(f"env name {name!r} is not a valid variable name")
             if name.upper() in SECRET_ENV_NAMES:
-                raise ValueError(f"env {name} is a credential; never put secrets in a spec, give them to the launcher's environment instead")
+                raise ValueError(f"env {name} is a credential; never put secrets in a spec, "
+                                 "give them to the launcher's environment instead")
         return v
 
     @model_validator(mode="before")
@@ -179,7 +180,8 @@ class JobSpec(_Strict):
             roles = [d.get("role") for d in dirs if isinstance(d, dict)]
             work = [d for d in dirs if isinstance(d, dict) and d.get("role") == "workdir"]
             if "metadata" not in roles and len(work) == 1 and isinstance(work[0].get("path"), str):
-                data = {**data, "dirs": [*dirs, {"role": "metadata", "path": f"{work[0]['path'].rstrip('/')}/{LEGACY_METADATA_SUBDIR}"}]}
+                metadata_path = f"{work[0]['path'].rstrip('/')}/{LEGACY_METADATA_SUBDIR}"
+                data = {**data, "dirs": [*dirs, {"role": "metadata", "path": metadata_path}]}
         return data
 
     @model_validator(mode="after")
@@ -214,7 +216,7 @@ class JobSpec(_Strict):
         return next(d for d in self.dirs if d.role is role)
 
     def parent_of(self, child: DirSpec) -> DirSpec | None:
-        """The innermost other dir containing ``child`` (DESIGN.md §3)."""
+        """The innermost other dir containing ``child`` (docs/design.md §3)."""
         best = None
         for d in self.dirs:
             if d is not child and _is_within(child.path, d.path):
@@ -239,9 +241,8 @@ class JobSpec(_Strict):
         return self.executable or f"{self.metadata_dir}/exec.sh"
 
     @property
-    def spec_url(self) -> str:
-        """Where the spec itself is stored: ``<metadata dir URL>/job.json``."""
-        return join_url(self.url_of(self.dir(Role.METADATA)), "job.json")
+    def metadata_url(self) -> str:
+        return self.url_of(self.dir(Role.METADATA))
 
     def to_json(self) -> str:
         return self.model_dump_json(indent=2, exclude_none=True)

@@ -1,4 +1,4 @@
-"""Staging a job's dirs between their local paths and storage (DESIGN.md §1-§3).
+"""Staging a job's dirs between their local paths and storage (docs/design.md §1-§3).
 
 ``stage_in`` pushes every ``in``/``inout`` dir from its local path to its URL and stores the spec at
 ``<metadata URL>/job.json``; ``stage_out`` pulls every ``out``/``inout`` dir back. A dir nested in
@@ -17,14 +17,16 @@ from typing import Any
 
 from gpstage.aio import run_sync
 from gpstage.errors import BadInput
+from gpstage.jobfiles import spec_url
 from gpstage.report import TransferReport
 from gpstage.retry import RetryPolicy
 from gpstage.spec import DEFAULT_STAGE_IN_EXCLUDES, DirSpec, JobSpec, Role, load_spec, parse_spec
-from gpstage.storage import provider_for, read_url, write_url
+from gpstage.storage import local_path_of, provider_for, read_url, remove_tree, write_url
 from gpstage.sync import Progress, async_sync
 
 # Dirs that may not exist yet when a job is staged in: the module creates their content.
 MAY_BE_EMPTY = (Role.WORKDIR, Role.METADATA)
+OWN_ROLES = (Role.WORKDIR, Role.METADATA, Role.INPUTS)  # a job's own dirs; tasklib and libraries are shared
 
 
 @dataclass
@@ -65,9 +67,8 @@ def check_storage(spec: JobSpec) -> None:
 
 def same_path(spec: JobSpec, d: DirSpec) -> bool:
     """True when the dir's URL is the dir itself (shared file system: nothing to copy)."""
-    url = spec.url_of(d)
-    provider = provider_for(url)
-    return provider.local and os.path.realpath(provider.local_path(url)) == os.path.realpath(d.path)
+    path = local_path_of(spec.url_of(d))
+    return path is not None and os.path.realpath(path) == os.path.realpath(d.path)
 
 
 async def async_stage(spec: JobSpec, inbound: bool, *, node: bool = False, jobs: int | None = None,
@@ -104,14 +105,14 @@ async def async_stage(spec: JobSpec, inbound: bool, *, node: bool = False, jobs:
         t.report = await async_sync(src, dst, jobs=jobs, exclude=excludes, dry_run=dry_run,
                                     progress=progress(d) if progress else None, retry=retry)
     if inbound and not node and not dry_run:
-        await write_url(spec.spec_url, spec.to_json().encode(), retry)
+        await write_url(spec_url(spec), spec.to_json().encode(), retry)
     return out
 
 
 async def _source_exists(src: str) -> bool:
     """Local sources must exist; a remote prefix counts as existing (an empty one is simply empty)."""
-    provider = provider_for(src)
-    return not provider.local or os.path.isdir(provider.local_path(src))
+    path = local_path_of(src)
+    return path is None or os.path.isdir(path)
 
 
 def stage_in(spec: JobSpec, **kwargs: Any) -> list[DirTransfer]:
@@ -122,3 +123,15 @@ def stage_in(spec: JobSpec, **kwargs: Any) -> list[DirTransfer]:
 def stage_out(spec: JobSpec, **kwargs: Any) -> list[DirTransfer]:
     """Pull the job's ``out``/``inout`` dirs back from storage to their server paths."""
     return run_sync(async_stage(spec, False, **kwargs))
+
+
+def remove_job_dirs(spec: JobSpec) -> list[str]:
+    """Delete the job's own dirs on storage (``OWN_ROLES``) and return their URLs; a dir that IS its
+    server path (a shared file system) is the server's copy and is kept."""
+    removed = []
+    for d in spec.dirs:
+        if d.role in OWN_ROLES and not same_path(spec, d):
+            url = spec.url_of(d)
+            run_sync(remove_tree(url))
+            removed.append(url)
+    return removed

@@ -1,4 +1,4 @@
-"""Job states, exit-code conventions and the ``status.json`` record (DESIGN.md §8, §9).
+"""Job states, exit-code conventions and the ``status.json`` record (docs/design.md §8, §9).
 
 They live in ``gpstage`` so that the container entry (which writes ``status.json``) and the launchers
 (which read it) share one definition.

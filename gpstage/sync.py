@@ -1,9 +1,10 @@
-"""Sync the contents of one URL into another with ``aws s3 sync`` semantics (DESIGN.md §4).
+"""Sync the contents of one URL into another with ``aws s3 sync`` semantics (docs/design.md §4).
 
 One listing per side decides everything: a file is copied when it is missing or its size differs,
 or — with both source mtimes known (local stat, or the manifest on object stores) — when its mtime
 differs; without them, when the source is newer (aws's rule), and by MD5 when the two times are too
-close to tell apart. ``checksum=True`` compares MD5s instead. Transfers run concurrently, each under the retry policy; a failed transfer is an error, never
+close to tell apart. ``checksum=True`` compares MD5s instead. Transfers run concurrently, each under \
+the retry policy; a failed transfer is an error, never
 skipped. Object-store destinations get a fresh manifest (modes, mtimes, dirs) after the transfers.
 """
 
@@ -172,7 +173,8 @@ async def _plan(src: Tree, dst: Tree, d: AnyTree, checksum: bool, delete: bool) 
         if isinstance(d, LocalTree) and ((se.mode is not None and se.mode != de.mode) or times_differ):
             plan.fix_meta.append(rel)
     if isinstance(d, LocalTree):
-        plan.make_dirs = sorted(r for r in src.dirs if r not in dst.dirs or (src.dirs[r] is not None and src.dirs[r] != dst.dirs[r]))
+        plan.make_dirs = sorted(r for r in src.dirs
+                                if r not in dst.dirs or (src.dirs[r] is not None and src.dirs[r] != dst.dirs[r]))
     if delete:
         plan.delete = sorted(r for r in dst.files if r not in src.files)
         plan.remove_dirs = [r for r in dst.dirs if r not in src.dirs]
@@ -195,7 +197,8 @@ async def _execute(plan: Plan, s: AnyTree, d: AnyTree, src: Tree, report: Transf
         progress.start(len(plan.copy), plan.nbytes(src))
     small, large = asyncio.Semaphore(jobs), asyncio.Semaphore(min(jobs, LARGE_JOBS))
     failed: set[str] = set()
-    spool = tempfile.TemporaryDirectory(prefix="gpstage-spool-") if isinstance(s, RemoteTree) and isinstance(d, RemoteTree) else None
+    spool = (tempfile.TemporaryDirectory(prefix="gpstage-spool-")
+             if isinstance(s, RemoteTree) and isinstance(d, RemoteTree) else None)
 
     async def one(rel: str) -> None:
         e = src.files[rel]

@@ -1,4 +1,4 @@
-"""Storage URLs: splitting them and mapping a job dir onto its URL (DESIGN.md §1).
+"""Storage URLs: splitting them and mapping a job dir onto its URL (docs/design.md §1).
 
 Keys are literal: nothing here %-encodes or decodes. A bare local path is a ``file`` URL.
 """

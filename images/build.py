@@ -7,7 +7,7 @@
   and the libraries it links, ``/etc/passwd``, ``/tmp``. No python. Built from a tar in about a second.
 * ``gpstage/runtime:<version>`` — Debian bookworm minbase + python3 + gpstage (``/opt/gpstage`` venv, on
   PATH as ``/usr/local/bin/gpstage`` and ``gpstage-entry``) + ``/usr/local/bin/runS3OnBatch.sh``
-  (DESIGN.md §18). Three stages, each an image of its own, so that a source change redoes only the last:
+  (docs/design.md §18). Three stages, each an image of its own, so that a source change redoes only the last:
 
   1. ``gpstage/runtime-base:<recipe hash>``: ``debootstrap`` a minbase rootfs from the Debian mirror in
      the host's apt sources, ``apt-get install python3 python3-venv ca-certificates`` inside it (chroot,
@@ -37,10 +37,12 @@ Layout — this file is the entry point: the CLI, :func:`ensure_images`, what co
 * ``wheels.py`` — gpstage's wheel and the dependency wheels (host pip);
 * ``docker_cli.py`` — the ``docker`` CLI wrapper, content hashing, the ``org.gpstage.hash`` label.
 
-They are imported by their plain names with this file's directory put first on ``sys.path`` for the
-duration of the import (a script run has it there already; ``importlib`` loading by path, as
-tests/fixtures_docker.py does, does not). None of them imports this file, and none reads :data:`ROOT`:
-the source tree's root is passed in, so a test may point ``ROOT`` (and ``RUNTIME_REPO``) elsewhere.
+They, and ``scripts/hostutil.py`` that they share with the test services (host commands, apt, the
+static-ELF check, mounts; standard library only), are imported by their plain names with this file's
+directory and ``scripts/`` put first on ``sys.path`` for the duration of the import (a script run has the
+former there already; ``importlib`` loading by path, as tests/fixtures_docker.py does, has neither).
+None of them imports this file, and none reads :data:`ROOT`: the source tree's root is passed in, so a
+test may point ``ROOT`` (and ``RUNTIME_REPO``) elsewhere.
 """
 
 from __future__ import annotations
@@ -60,20 +62,22 @@ from collections.abc import Iterator
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))
+IMPORT_PATHS = [str(HERE), str(HERE.parent / "scripts")]  # the siblings, and scripts/hostutil.py they share
+sys.path[:0] = IMPORT_PATHS
 try:
     import rootfs
     import wheels
     from docker_cli import LABEL, Docker, Log, file_sha, install_and_commit, prune, sha256
 finally:
-    sys.path.remove(str(HERE))  # the first occurrence: the one inserted above
+    for _path in IMPORT_PATHS:
+        sys.path.remove(_path)  # the first occurrence: the one inserted above
 
 ROOT = HERE.parent
 CACHE = Path(os.environ.get("GPSTAGE_IMAGES_CACHE", ROOT / "images" / ".cache"))
 
 RUNTIME_REPO = "gpstage/runtime"
 DEPS_REPO = "gpstage/runtime-deps"
-EXTRAS = "s3,gcs,azure,docker"  # DESIGN.md §18
+EXTRAS = "s3,gcs,azure,docker"  # docs/design.md §18
 SOURCE_PATHS = ("gpstage", "launchers", "container_entry", "pyproject.toml")
 ENTRY_SCRIPT = "container_entry/runS3OnBatch.sh"  # → /usr/local/bin/runS3OnBatch.sh, when it exists
 PATH_ENV = rootfs.PATH_ENV

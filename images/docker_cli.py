@@ -2,11 +2,11 @@
 
 Owns: :class:`Docker` (the ``docker`` CLI pointed at one daemon: inspect, ``import`` a tar, drop a replaced
 image), :func:`install_and_commit` (run a script in a ``--network none`` container fed a tar on stdin, then
-``docker commit``), :func:`prune` (untag superseded intermediate images), :func:`which` (host commands), and
-the content hashes that decide whether an image is up to date: :func:`sha256`, :func:`file_sha` and the
-image label :data:`LABEL` that carries them.
+``docker commit``), :func:`prune` (untag superseded intermediate images), and the content hashes that
+decide whether an image is up to date: :func:`sha256`, :func:`file_sha` and the image label :data:`LABEL`
+that carries them.
 
-Standard library only; imports no sibling module.
+Standard library only; imports no sibling module (``which`` comes from scripts/hostutil.py).
 """
 
 from __future__ import annotations
@@ -15,15 +15,15 @@ import hashlib
 import io
 import json
 import os
-import shutil
 import subprocess
 import tarfile
 import uuid
 from collections.abc import Callable
 from pathlib import Path
 
+from hostutil import which
+
 LABEL = "org.gpstage.hash"  # every image carries the hash of everything that went into it
-SYSTEM_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 Log = Callable[[str], None]
 
@@ -39,11 +39,6 @@ def file_sha(path: Path) -> str:
         for block in iter(lambda: f.read(1 << 20), b""):
             h.update(block)
     return h.hexdigest()
-
-
-# ---- host commands ----------------------------------------------------------------------------
-def which(name: str) -> str | None:
-    return shutil.which(name) or shutil.which(name, path=SYSTEM_PATH)
 
 
 # ---- docker CLI -------------------------------------------------------------------------------

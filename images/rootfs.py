@@ -9,7 +9,8 @@ Owns the two images that start from nothing:
   everything of the host and of the build removed again, then imported. Needs root.
 
 Also the host tools they need (:func:`need_tools`: apt-installs busybox-static / debootstrap when missing)
-and the mount hygiene around the chroot (nothing is ever deleted inside a mount).
+and the mount hygiene around the chroot (nothing is ever deleted inside a mount), both on top of
+scripts/hostutil.py (shared with the test services; images/build.py puts scripts/ on ``sys.path``).
 """
 
 from __future__ import annotations
@@ -19,14 +20,14 @@ import json
 import os
 import re
 import shutil
-import struct
 import subprocess
 import tarfile
 import tempfile
 import time
 from pathlib import Path
 
-from docker_cli import LABEL, SYSTEM_PATH, Docker, Log, file_sha, sha256, which
+from docker_cli import LABEL, Docker, Log, file_sha, sha256
+from hostutil import SYSTEM_PATH, apt_install, elf_linking, missing_tools, unmount_under, which
 
 BASH_MODULE = "gpstage/bash-module:1"
 BASE_REPO = "gpstage/runtime-base"
@@ -47,39 +48,12 @@ PROBE = ("import platform, sys; print(f'{sys.version_info[0]}{sys.version_info[1
 
 
 # ---- host tools -------------------------------------------------------------------------------
-def is_static_elf(path: str) -> bool:
-    """An ELF64 without a PT_INTERP program header (no dynamic loader)."""
-    with open(path, "rb") as f:
-        head = f.read(64)
-        if head[:4] != b"\x7fELF" or head[4] != 2:
-            return False
-        end = "<" if head[5] == 1 else ">"
-        (phoff,) = struct.unpack(end + "Q", head[32:40])
-        phentsize, phnum = struct.unpack(end + "HH", head[54:58])
-        for i in range(phnum):
-            f.seek(phoff + i * phentsize)
-            if struct.unpack(end + "I", f.read(4))[0] == 3:
-                return False
-    return True
-
-
 def need_tools(tools: dict[str, str], log: Log) -> None:
     """Install missing tools with apt, quietly (scripts/services.py does the same for `start docker`)."""
-    missing = [pkg for tool, pkg in tools.items() if not which(tool)]
-    if "busybox" in tools and which("busybox") and not is_static_elf(which("busybox") or ""):
-        missing.append(tools["busybox"])
-    if not missing:
-        return
-    if os.geteuid() != 0:
-        raise SystemExit(f"missing {' '.join(missing)}: apt-get install -y {' '.join(missing)} (as root)")
-    log(f"installing {' '.join(missing)} (apt)")
-    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    argv = ["apt-get", "install", "-y", "-q", "--no-install-recommends", *missing]
-    if subprocess.run(argv, check=False, env=env, capture_output=True, stdin=subprocess.DEVNULL).returncode:
-        subprocess.run(["apt-get", "update", "-q"], env=env, capture_output=True, check=False)
-        done = subprocess.run(argv, check=False, env=env, capture_output=True, text=True, stdin=subprocess.DEVNULL)
-        if done.returncode:
-            raise SystemExit(f"apt-get install {' '.join(missing)} failed:\n{done.stdout}{done.stderr}")
+    missing = missing_tools(tools)
+    if missing:
+        log(f"installing {' '.join(missing)} (apt)")
+        apt_install(missing)
 
 
 # ---- tar members ------------------------------------------------------------------------------
@@ -105,7 +79,7 @@ def add_symlink(tar: tarfile.TarFile, name: str, target: str) -> None:
 def bash_module_files() -> dict[str, Path]:
     """Path in the image → host file: busybox, bash, and every library `ldd /bin/bash` lists."""
     busybox = which("busybox")
-    if not busybox or not is_static_elf(busybox):
+    if not busybox or elf_linking(busybox) != "static":
         raise SystemExit("need a static busybox: apt-get install -y busybox-static")
     files = {"bin/busybox": Path(busybox), "bin/bash": Path("/bin/bash")}
     ldd = subprocess.run(["ldd", "/bin/bash"], capture_output=True, text=True, check=True).stdout
@@ -192,23 +166,11 @@ def debian_sources() -> list[tuple[str, str]]:
     return list(dict.fromkeys(ours))
 
 
-def mounts_under(top: Path) -> list[str]:
-    prefix, found = str(top), []
-    with open("/proc/self/mountinfo") as f:
-        for line in f:
-            point = re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), line.split()[4])
-            if point == prefix or point.startswith(prefix + "/"):
-                found.append(point)
-    return sorted(found, key=len, reverse=True)
-
-
 def unmount_all(top: Path) -> None:
     """Unmount whatever is mounted inside `top` (a failed debootstrap leaves /proc, /sys, maybe /dev)."""
-    for point in mounts_under(top):
-        if subprocess.run(["umount", point], check=False, capture_output=True).returncode:
-            subprocess.run(["umount", "-l", point], check=False, capture_output=True)
-    if mounts_under(top):
-        raise SystemExit(f"cannot unmount {mounts_under(top)}; not touching {top}")
+    left = unmount_under(top)
+    if left:
+        raise SystemExit(f"cannot unmount {left}; not touching {top}")
 
 
 def remove_tree(top: Path) -> None:

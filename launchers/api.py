@@ -22,10 +22,10 @@ from pathlib import Path
 from typing import Any
 
 from gpstage.errors import BadInput
+from gpstage.jobresult import JobResult
 from gpstage.launching import get_launcher
 from gpstage.spec import JobSpec
 from launchers.base import JobHandle
-from launchers.jobfiles import JobResult
 
 LOCAL_STORAGE = "nfs:///"  # the default: this machine's disk is "shared" with itself, staging is a no-op
 

@@ -15,7 +15,7 @@ else is written once, here, in :class:`Launcher`:
 ``clean``    remove a finished job's record, scratch and its OWN dirs on storage.
 
 A backend implements only ``start``, ``poll`` and ``kill`` (and optionally ``cleanup``), declares its
-settings as a pydantic model (``[launchers.<name>]`` in the settings file, DESIGN.md §13) and registers
+settings as a pydantic model (``[launchers.<name>]`` in the settings file, docs/design.md §13) and registers
 under the ``gpstage.launchers`` entry-point group. Records survive the process: every method works
 from another process than the one that submitted.
 """
@@ -32,10 +32,12 @@ from typing import Any, ClassVar
 from pydantic import BaseModel, ConfigDict, Field
 
 from gpstage.errors import BadInput, GpstageError
+from gpstage.jobfiles import read_entry_status, read_log, spec_url
+from gpstage.jobresult import JobResult, result_of
 from gpstage.records import JobRecord, RecordStore, utcnow
 from gpstage.spec import JobSpec
+from gpstage.stage import remove_job_dirs
 from gpstage.states import EXIT_GPSTAGE_ERROR, EXIT_SIGNAL_BASE, EXIT_TIMEOUT, JobState, Reason
-from launchers.jobfiles import JobResult, read_entry_status, read_log, remove_job_storage, result_of
 
 SIGTERM = 15
 
@@ -66,7 +68,7 @@ class WaitTimeout(GpstageError):
 
 def entry_args(record: JobRecord) -> list[str]:
     """The entry's arguments (after the command itself): the job spec comes from storage."""
-    return ["--spec", record.spec.spec_url, "--runner", record.runner]
+    return ["--spec", spec_url(record.spec), "--runner", record.runner]
 
 
 class Launcher(ABC):
@@ -86,7 +88,7 @@ class Launcher(ABC):
     # ---- what a backend implements ------------------------------------------------------------
     @abstractmethod
     def start(self, record: JobRecord) -> str:
-        """Start ``gpstage-entry --spec <record.spec.spec_url> --runner <record.runner>`` on the backend
+        """Start ``gpstage-entry --spec <spec_url(record.spec)> --runner <record.runner>`` on the backend
         (the dirs are already staged in) and return the backend's id for it. Must not wait for the job."""
 
     @abstractmethod
@@ -103,14 +105,14 @@ class Launcher(ABC):
         """:meth:`poll` for several jobs; a backend with a batch API overrides this (one call per 100 jobs)."""
         return {r.job_id: self.poll(r) for r in records}
 
-    def cleanup(self, record: JobRecord) -> None:
+    def cleanup(self, record: JobRecord) -> None:  # noqa: B027 - optional: a local process leaves nothing
         """Remove what the backend keeps for a finished job (containers, scripts); default: nothing.
         Called once the end is recorded, and again by ``clean``: it must be idempotent."""
 
     # ---- the shared flow ------------------------------------------------------------------------
     def check(self, spec: JobSpec, runner: str) -> None:
         """Refuse, before anything is recorded or copied, a job this launcher cannot run."""
-        from container_entry.runners import RUNNERS
+        from container_entry.api import RUNNERS
 
         if runner not in RUNNERS:
             raise BadInput(f"unknown runner {runner!r}", f"use one of: {', '.join(RUNNERS.names())}")
@@ -171,7 +173,8 @@ class Launcher(ABC):
         if entry is not None and entry.state.terminal:
             message = entry.message
             if seen.exit_code is not None and entry.exit_code is not None and seen.exit_code != entry.exit_code:
-                message = "; ".join(filter(None, (message, f"the backend reports exit code {seen.exit_code}, exit_code.txt {entry.exit_code}")))
+                seen_codes = f"the backend reports exit code {seen.exit_code}, exit_code.txt {entry.exit_code}"
+                message = "; ".join(filter(None, (message, seen_codes)))
             return {"state": entry.state, "exit_code": entry.exit_code, "reason": entry.reason, "message": message}
         if seen.timed_out:  # the backend's limit struck before the entry could record (GenePattern's GP-9100)
             return {"state": JobState.FAILED, "exit_code": EXIT_TIMEOUT, "reason": Reason.TIMEOUT,
@@ -247,7 +250,7 @@ class Launcher(ABC):
         if not record.state.terminal:
             raise GpstageError(f"job {job_id} is still {record.state.value}", "cancel it first")
         self.cleanup(record)
-        removed = remove_job_storage(record.spec)
+        removed = remove_job_dirs(record.spec)
         self.store.delete(job_id)
         return removed
 

@@ -1,7 +1,7 @@
 """The ``batch`` launcher: AWS Batch (seed deployment 3) — the job's dirs staged to object storage, the
 entry started as a Batch job in the module's image (``batch+process``), polled, collected.
 
-``batch+docker`` (wrapper mode, docs/wrapper-mode.md, the Docker-in-Docker prototype of CONTRACTS.md):
+``batch+docker`` (wrapper mode, docs/wrapper-mode.md, the Docker-in-Docker prototype of docs/genepattern-contracts.md):
 the Batch job runs the ENTRY image (``entry_image``) with the node's docker socket and a node-local
 ``staging_dir`` mounted at the same path; the entry stages into ``<staging_dir>/<job>-<nonce>``,
 starts the module's ``image`` (any image with bash) on the node's engine, and removes its staging
@@ -11,9 +11,9 @@ leaves the entry no time to stop the module's container and clean up).
 
 Job definitions: one per image + resources + mounts, found or registered under a deterministic name
 and cached. Memory and vCPUs go in ``resourceRequirements`` (vCPUs rounded up); the attempt timeout is
-``time_s`` + the staging grace, never below AWS's 60 s (DESIGN.md §10). Credentials never travel in
+``time_s`` + the staging grace, never below AWS's 60 s (docs/design.md §10). Credentials never travel in
 the job: on AWS the job role provides them; against a local Batch API a credentials FILE is mounted
-and named by ``AWS_SHARED_CREDENTIALS_FILE`` (DESIGN.md §11). The module's exit code comes from
+and named by ``AWS_SHARED_CREDENTIALS_FILE`` (docs/design.md §11). The module's exit code comes from
 ``exit_code.txt``/``status.json`` on storage; the container's code is the fallback (from
 ``describe_jobs``, or ``list_jobs`` summaries where a local API leaves it out of ``describe_jobs``).
 """
@@ -36,8 +36,8 @@ from gpstage.errors import BadInput, GpstageError
 from gpstage.records import JobRecord
 from gpstage.spec import JobSpec, Role
 from gpstage.states import JobState
-from launchers.base import BackendState, Launcher, LauncherSettings, entry_args
-from launchers.docker import DEFAULT_ENTRY_IMAGE, DEFAULT_SOCKET, SOCKET_IN_ENTRY, wrapper_check
+from launchers.base import BackendState, Launcher, entry_args
+from launchers.docker import DEFAULT_SOCKET, SOCKET_IN_ENTRY, WrapperSettings, wrapper_check
 
 QUEUED = {"SUBMITTED", "PENDING", "RUNNABLE", "STARTING"}
 ENDED = {"SUCCEEDED", "FAILED"}
@@ -46,7 +46,7 @@ MIN_ATTEMPT_S = 60  # AWS Batch's minimum attemptDurationSeconds
 DEFAULT_FORWARD = ["AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_DEFAULT_REGION", "AWS_REGION", "STORAGE_EMULATOR_HOST"]
 
 
-class BatchSettings(LauncherSettings):
+class BatchSettings(WrapperSettings):
     job_queue: str = Field(..., description="the Batch job queue (name or ARN)")
     region: str | None = Field(None, description="default: AWS_REGION / AWS_DEFAULT_REGION")
     endpoint: str | None = Field(None, description="Batch API endpoint (a local API in tests); default: AWS_ENDPOINT_URL[_BATCH]")
@@ -59,22 +59,14 @@ class BatchSettings(LauncherSettings):
     default_memory_mib: int = Field(2048, gt=0)
     legacy: bool = Field(False, description="start the job with runS3OnBatch.sh's five arguments instead of --spec")
     poll_interval: float = Field(5.0, gt=0)
-    log_push_interval: float | None = Field(None, ge=0)
-    kill_grace: float | None = Field(None, ge=0)
     cancel_poll_interval: float = Field(5.0, ge=0, description="how often the entry looks for a cancel request on "
                                         "storage (0, or legacy mode: never; cancel is then terminate_job alone)")
     cancel_grace_s: float = Field(30.0, ge=0, description="how long cancel waits for the entry to stop by itself "
                                   "before terminate_job")
-    # wrapper mode (runner docker)
-    entry_image: str = Field(DEFAULT_ENTRY_IMAGE, description="the image the entry runs in with the docker runner")
+    # wrapper mode (runner docker); the other wrapper settings are WrapperSettings'
     docker_socket: str = Field(DEFAULT_SOCKET, description="the docker socket on the compute node, mounted into the entry")
     staging_dir: str = Field("/tmp/gpstage-staging", description="a node-local dir (mounted at the same path) under which "
                              "each wrapper job stages its dirs; give it a large local disk")
-    module_network: str | None = Field(None, description="network mode of the module's container (default: docker's)")
-    commit_tag: str | None = Field(None, description="after a successful run, commit the module image with TASKLIB and "
-                                   "libraries and push it: REGISTRY/REPO:TAG, REGISTRY/REPO or REGISTRY/NS/")
-    docker_config: str | None = Field(None, description="a dir on the node holding the config.json with the registry's "
-                                      "credentials: mounted read-only, named by DOCKER_CONFIG")
 
 
 def batch_name(text: str, limit: int = 128) -> str:
@@ -131,7 +123,8 @@ class BatchLauncher(Launcher):
         if s.legacy and not {Role.TASKLIB, Role.INPUTS} <= roles:
             raise BadInput("legacy mode (runS3OnBatch.sh) needs a tasklib and an inputs dir", "add them, or set legacy=false")
         if runner == "docker" and (not os.path.isabs(s.staging_dir) or os.path.normpath(s.staging_dir) == "/"):
-            raise BadInput(f"staging_dir {s.staging_dir!r} must be an absolute path other than /", "set [launchers.batch] staging_dir")
+            raise BadInput(f"staging_dir {s.staging_dir!r} must be an absolute path other than /",
+                           "set [launchers.batch] staging_dir")
 
     def start(self, record: JobRecord) -> str:
         spec, s = record.spec, self.settings_
@@ -140,7 +133,8 @@ class BatchLauncher(Launcher):
                          jobQueue=s.job_queue, jobDefinition=self._job_definition(record),
                          timeout={"attemptDurationSeconds": attempt},
                          containerOverrides={"command": self._command(record),
-                                             "environment": [{"name": k, "value": v} for k, v in sorted(self._environment(record).items())]})
+                                             "environment": [{"name": k, "value": v}
+                                                             for k, v in sorted(self._environment(record).items())]})
         return job["jobId"]
 
     def _command(self, record: JobRecord) -> list[str]:
@@ -204,14 +198,13 @@ class BatchLauncher(Launcher):
 
     def _mounts(self, record: JobRecord) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
         """Storage on the compute host's file system (file://, nfs://) and the credentials file."""
-        from gpstage.storage import provider_for
+        from gpstage.storage import local_path_of
 
         spec, s = record.spec, self.settings_
         paths: dict[str, tuple[str, bool]] = {}  # host path -> (container path, read-only)
         for d in spec.dirs:
-            provider = provider_for(spec.url_of(d))
-            if provider.local:
-                path = provider.local_path(spec.url_of(d))
+            path = local_path_of(spec.url_of(d))
+            if path is not None:
                 paths[path] = (path, False)
         if s.credentials_file:
             paths[s.credentials_file] = (s.credentials_file, True)
@@ -241,7 +234,8 @@ class BatchLauncher(Launcher):
         out = {}
         for backend_id, record in by_id.items():
             job = found.get(backend_id)
-            out[record.job_id] = self._state(job) if job else BackendState(JobState.ERROR, None, f"Batch job {backend_id} is unknown")
+            out[record.job_id] = (self._state(job) if job
+                                  else BackendState(JobState.ERROR, None, f"Batch job {backend_id} is unknown"))
         return out
 
     def _state(self, job: dict[str, Any]) -> BackendState:
@@ -286,14 +280,10 @@ class BatchLauncher(Launcher):
         self._call("terminate_job", self.client.terminate_job, jobId=record.backend_id, reason="cancelled through gpstage")
 
     def _request_cancel(self, record: JobRecord) -> bool:
-        from container_entry.supervise import cancel_url
-        from gpstage.aio import run_sync
-        from gpstage.records import utcnow
-        from gpstage.storage import write_url
+        from gpstage.jobfiles import request_cancel
 
-        doc = {"job_id": record.job_id, "backend_id": record.backend_id, "requested_at": utcnow().isoformat()}
         try:
-            run_sync(write_url(cancel_url(record.spec), (json.dumps(doc) + "\n").encode()))
+            request_cancel(record.spec, record.backend_id)
         except Exception:  # noqa: BLE001 - storage unreachable: the backend's own terminate is all there is
             return False
         return True

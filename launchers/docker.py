@@ -1,13 +1,13 @@
 """The ``docker`` launcher: the ENTRY runs in a container on a docker host that is not the server (the
 notebook-server / swarm case of the seed), staging from remote storage inside the container.
 
-``docker+process`` (DESIGN.md §7) starts the module's own image, which must contain ``gpstage-entry``
+``docker+process`` (docs/design.md §7) starts the module's own image, which must contain ``gpstage-entry``
 (as GenePattern's images contain runS3OnBatch.sh). ``docker+docker`` (wrapper mode,
 docs/wrapper-mode.md) starts the ENTRY image (``entry_image``, ``gpstage/runtime``) with the docker
 socket and a per-job staging volume mounted; the entry stages into the volume and starts the module's
 ``image`` — any image with bash — itself, with the dirs mounted at their own paths. The volume (a copy
 of the job) is removed with the entry's container. Storage credentials and endpoints are forwarded
-by name from this process's environment (DESIGN.md §11); the settings file is mounted read-only when
+by name from this process's environment (docs/design.md §11); the settings file is mounted read-only when
 it exists (storage profiles); ``file://``/``nfs://`` storage paths are bind-mounted at their own
 paths so a container sees the same storage as the server.
 """
@@ -22,7 +22,7 @@ from typing import Any
 
 from pydantic import Field
 
-from container_entry.dockerutil import LABEL_JOB, LABEL_ROLE, LABEL_STAGING, docker_client, ensure_image
+from container_entry.api import LABEL_JOB, LABEL_ROLE, LABEL_STAGING, commit_reference, docker_client, ensure_image
 from gpstage import __version__
 from gpstage.errors import BadInput, GpstageError
 from gpstage.records import JobRecord
@@ -48,8 +48,6 @@ def wrapper_check(launcher: str, spec: JobSpec, runner: str, entry_image: str, c
         if runner != "docker":
             raise BadInput(f"commit_tag needs the docker runner ({launcher}+docker), not {runner}",
                            "set runner=docker, or drop commit_tag")
-        from container_entry.commit import commit_reference
-
         commit_reference(commit_tag, spec)  # a bad tag is refused before anything is staged
 
 
@@ -59,23 +57,30 @@ def socket_path(docker_host: str | None) -> str:
     return host[len("unix://"):] if host.startswith("unix://") else DEFAULT_SOCKET
 
 
-class DockerSettings(LauncherSettings):
+class WrapperSettings(LauncherSettings):
+    """What docker and batch share: the entry's live pushes and kill grace, and wrapper mode's settings
+    (runner docker: the entry's image starts the module's image through the engine's socket)."""
+
+    log_push_interval: float | None = Field(None, ge=0)
+    kill_grace: float | None = Field(None, ge=0)
+    entry_image: str = Field(DEFAULT_ENTRY_IMAGE, description="the image the entry runs in with the docker runner "
+                             "(it must contain gpstage-entry and the docker SDK); it starts the module's image")
+    module_network: str | None = Field(None, description="network mode of the module's container (default: the "
+                                       "docker launcher's network; on batch, docker's default)")
+    commit_tag: str | None = Field(None, description="after a successful run, commit the module image with TASKLIB and "
+                                   "libraries and push it: REGISTRY/REPO:TAG, REGISTRY/REPO or REGISTRY/NS/")
+    docker_config: str | None = Field(None, description="a dir on the docker host (on batch: the compute node) holding "
+                                      "the config.json with the registry's credentials: mounted read-only, named by "
+                                      "DOCKER_CONFIG")
+
+
+class DockerSettings(WrapperSettings):
     docker_host: str | None = Field(None, description="the engine's URL (default: DOCKER_HOST)")
     network: str | None = Field(None, description="network mode of the entry's container, e.g. host")
     forward_env: list[str] = Field(default_factory=lambda: list(DEFAULT_FORWARD),
                                    description="variables passed by name to the entry (a trailing _ is a prefix)")
-    log_push_interval: float | None = Field(None, ge=0)
-    kill_grace: float | None = Field(None, ge=0)
-    # wrapper mode (runner docker)
-    entry_image: str = Field(DEFAULT_ENTRY_IMAGE, description="the image the entry runs in with the docker runner "
-                             "(it must contain gpstage-entry and the docker SDK); it starts the module's image")
     docker_socket: str | None = Field(None, description="the engine's socket ON THE DOCKER HOST, mounted into the entry "
                                       "(default: docker_host's path when it is unix://, else /var/run/docker.sock)")
-    module_network: str | None = Field(None, description="network mode of the module's container (default: network)")
-    commit_tag: str | None = Field(None, description="after a successful run, commit the module image with TASKLIB and "
-                                   "libraries and push it: REGISTRY/REPO:TAG, REGISTRY/REPO or REGISTRY/NS/")
-    docker_config: str | None = Field(None, description="a dir on the docker host holding the config.json with the "
-                                      "registry's credentials: mounted read-only, named by DOCKER_CONFIG")
 
 
 class DockerLauncher(Launcher):
@@ -124,7 +129,8 @@ class DockerLauncher(Launcher):
         client = self._client()
         ensure_image(client, s.entry_image)
         try:
-            volume = client.volumes.create(name=self.staging_volume(record), labels={LABEL_JOB: spec.job_id, LABEL_ROLE: "staging"})
+            volume = client.volumes.create(name=self.staging_volume(record),
+                                           labels={LABEL_JOB: spec.job_id, LABEL_ROLE: "staging"})
             mountpoint = volume.attrs["Mountpoint"]
         except Exception as err:  # noqa: BLE001
             raise GpstageError(f"docker could not create the staging volume: {str(err).splitlines()[0][:300]}",
@@ -164,7 +170,8 @@ class DockerLauncher(Launcher):
         env = {k: v for k, v in os.environ.items() if k in names or k.startswith(prefixes) or k in credential_env_names()}
         if config_path().exists():
             env["GPSTAGE_CONFIG"] = str(config_path())
-        for name, value in (("GPSTAGE_LOG_PUSH_INTERVAL", settings.log_push_interval), ("GPSTAGE_KILL_GRACE", settings.kill_grace)):
+        for name, value in (("GPSTAGE_LOG_PUSH_INTERVAL", settings.log_push_interval),
+                            ("GPSTAGE_KILL_GRACE", settings.kill_grace)):
             if value is not None:
                 env[name] = str(value)
         return env
@@ -172,15 +179,13 @@ class DockerLauncher(Launcher):
     def _volumes(self, record: JobRecord) -> dict[str, dict[str, str]]:
         """Storage that lives on this machine's file system, at its own path; the settings file, read-only."""
         from gpstage.config import config_path
-        from gpstage.storage import provider_for
+        from gpstage.storage import local_path_of
 
         spec = record.spec
         volumes = {}
         for d in spec.dirs:
-            url = spec.url_of(d)
-            provider = provider_for(url)
-            if provider.local:
-                path = provider.local_path(url)
+            path = local_path_of(spec.url_of(d))
+            if path is not None:
                 os.makedirs(path, exist_ok=True)
                 volumes[path] = {"bind": path, "mode": "rw"}
         if config_path().exists():

@@ -125,7 +125,8 @@ def work(job_id: str, root: Path) -> int:
         _write_backend(job_dir, phase="queued")
         slot = _take_slot(root / "local-slots", settings.max_parallel)
         env = dict(os.environ)
-        for name, value in (("GPSTAGE_LOG_PUSH_INTERVAL", settings.log_push_interval), ("GPSTAGE_KILL_GRACE", settings.kill_grace)):
+        for name, value in (("GPSTAGE_LOG_PUSH_INTERVAL", settings.log_push_interval),
+                            ("GPSTAGE_KILL_GRACE", settings.kill_grace)):
             if value is not None:
                 env[name] = str(value)
         with open(job_dir / "entry.log", "ab") as log:

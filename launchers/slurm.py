@@ -2,10 +2,10 @@
 
 ``gpstage-entry`` runs on the compute node, outside any container; with the default ``apptainer``
 runner it runs ``exec.sh`` inside the module's image, so module images need only bash. With ``nfs``
-storage the node sees the server's paths and nothing is copied (DESIGN.md §2). Submission is
+storage the node sees the server's paths and nothing is copied (docs/design.md §2). Submission is
 ``sbatch --parsable`` of a generated script (arguments quoted; options on sbatch's command line so
 paths with spaces work); ``resources`` map to ``--cpus-per-task``, ``--mem`` and ``--time`` = time_s
-+ the staging grace (DESIGN.md §10). Status comes from ``scontrol show job`` — it needs no slurmdbd,
++ the staging grace (docs/design.md §10). Status comes from ``scontrol show job`` — it needs no slurmdbd,
 unlike ``sacct`` — and, once Slurm says the job ended, from the entry's own ``status.json``. Cancel is
 SIGTERM to the batch script (the entry forwards it, records CANCELLED, pushes the logs). The
 module's stdout/stderr land in the metadata dir; Slurm's own log of the entry goes to the job's
@@ -70,9 +70,11 @@ class SlurmLauncher(Launcher):
         except FileNotFoundError:
             raise GpstageError(f"{argv[0]} is not installed here", "run gpstage on a Slurm submit host (slurm-client)") from None
         except subprocess.TimeoutExpired:
-            raise GpstageError(f"{argv[0]} did not answer in {COMMAND_TIMEOUT_S} s", "check that slurmctld is up (sinfo)") from None
+            raise GpstageError(f"{argv[0]} did not answer in {COMMAND_TIMEOUT_S} s",
+                               "check that slurmctld is up (sinfo)") from None
         if check and result.returncode != 0:
-            raise GpstageError(f"{what} failed: {(result.stderr or result.stdout).strip().splitlines()[-1:] or ['no output']}"[:400],
+            last_line = (result.stderr or result.stdout).strip().splitlines()[-1:] or ["no output"]
+            raise GpstageError(f"{what} failed: {last_line}"[:400],
                                "check the Slurm settings ([launchers.slurm]) and `sinfo`")
         return result
 

@@ -37,14 +37,15 @@ import sys
 import time
 from pathlib import Path
 
-from service_common import file_lock  # scripts/ is on sys.path: these modules run from services.py
+# scripts/ is on sys.path: these modules run from services.py, or as scripts
+from hostutil import apt_install, elf_linking, log_tail, missing_packages
+from service_common import file_lock
 
 ENV_KEY = "GPSTAGE_TEST_APPTAINER"  # the wrapper's path, published for the tests
 DEPS = ["squashfs-tools", "squashfuse", "fuse2fs", "fuse-overlayfs", "uidmap", "e2fsprogs", "libseccomp2",
         "libsqlite3-0", "ca-certificates", "patchelf"]
 SID_PACKAGES = ["apptainer", "libc6"]  # pin with APPTAINER_DEB_VERSION / LIBC6_DEB_VERSION
 TRIPLET = "x86_64-linux-gnu"
-APT_LOCK = ["-o", "DPkg::Lock::Timeout=600"]
 STAMP_VERSION = "1"  # bump when the layout below changes: a stale install is redone
 
 WRAPPER = """#!/bin/sh
@@ -87,28 +88,8 @@ def _run(argv: list[str], logfile: Path, timeout: float = 900, **kw) -> None:
         done = subprocess.run(argv, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, timeout=timeout,
                               check=False, **kw)
     if done.returncode:
-        tail = "\n".join(logfile.read_text(errors="replace").splitlines()[-15:])
-        raise SystemExit(f"{argv[0]} {' '.join(argv[1:3])}... failed (exit {done.returncode}); see {logfile}:\n{tail}")
-
-
-def _missing_packages(packages: list[str]) -> list[str]:
-    """The packages of ``packages`` that dpkg does not have installed (one dpkg-query call)."""
-    q = subprocess.run(["dpkg-query", "-W", "-f=${Package} ${Status}\n", *packages], capture_output=True, text=True,
-                       check=False)
-    installed = {line.split()[0] for line in q.stdout.splitlines() if line.endswith("install ok installed")}
-    return [p for p in packages if p not in installed]
-
-
-def _apt_install(packages: list[str], logfile: Path) -> None:
-    if os.geteuid() != 0:
-        raise SystemExit(f"missing {' '.join(packages)}: run as root, or apt-get install -y {' '.join(packages)}")
-    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    argv = ["apt-get", *APT_LOCK, "install", "-y", "-q", "--no-install-recommends", *packages]
-    try:
-        _run(argv, logfile, env=env)
-    except SystemExit:  # a stale index: update once and retry
-        _run(["apt-get", *APT_LOCK, "update", "-q"], logfile, env=env)
-        _run(argv, logfile, env=env)
+        raise SystemExit(f"{argv[0]} {' '.join(argv[1:3])}... failed (exit {done.returncode}); see {logfile}:\n"
+                         f"{log_tail(logfile)}")
 
 
 def debian_mirror() -> str:
@@ -161,32 +142,11 @@ def _download_sid_debs(prefix: Path, logfile: Path) -> dict[str, Path]:
     return found  # type: ignore[return-value]
 
 
-def _is_dynamic_elf(path: Path) -> bool:
-    """An ELF file with a PT_INTERP program header (a dynamically linked executable)."""
-    import struct
-
-    try:
-        with open(path, "rb") as f:
-            head = f.read(64)
-            if len(head) < 64 or head[:4] != b"\x7fELF" or head[4] != 2:
-                return False
-            end = "<" if head[5] == 1 else ">"
-            (phoff,) = struct.unpack(end + "Q", head[32:40])
-            phentsize, phnum = struct.unpack(end + "HH", head[54:58])
-            for i in range(phnum):
-                f.seek(phoff + i * phentsize)
-                if struct.unpack(end + "I", f.read(4))[0] == 3:
-                    return True
-    except OSError:
-        return False
-    return False
-
-
 def _healthy(prefix: Path) -> bool:
     stamp = prefix / ".installed"
     if not stamp.exists() or not stamp.read_text().startswith(f"{STAMP_VERSION} "):
         return False
-    if _missing_packages(DEPS):
+    if missing_packages(DEPS):
         return False
     try:
         return subprocess.run([str(prefix / "bin" / "apptainer"), "--version"], capture_output=True, timeout=30,
@@ -211,10 +171,10 @@ def ensure(state_dir: Path) -> Path:
         started = time.monotonic()
         prefix.mkdir(parents=True, exist_ok=True)
         logfile = prefix / "install.log"
-        missing = _missing_packages(DEPS)
+        missing = missing_packages(DEPS)
         if missing:
             log(f"apt-get install {' '.join(missing)}")
-            _apt_install(missing, logfile)
+            apt_install(missing, logfile)
         debs = _download_sid_debs(prefix, logfile)
         (prefix / ".installed").unlink(missing_ok=True)
         for sub in ("usr", "etc", "var", "glibc", "bin"):
@@ -229,7 +189,7 @@ def ensure(state_dir: Path) -> Path:
             raise SystemExit(f"no {ld_so.name} in {libc_dir}: the libc6 .deb has another layout")
         patched = []
         for path in sorted((prefix / "usr").rglob("*")):
-            if path.is_file() and not path.is_symlink() and _is_dynamic_elf(path):
+            if path.is_file() and not path.is_symlink() and elf_linking(path) == "dynamic":
                 _run(["patchelf", "--set-interpreter", str(ld_so), str(path)], logfile)
                 _run(["patchelf", "--force-rpath", "--set-rpath", str(libc_dir), str(path)], logfile)
                 patched.append(str(path.relative_to(prefix)))

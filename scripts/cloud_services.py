@@ -10,19 +10,17 @@ import subprocess
 import sys
 from pathlib import Path
 
+from hostutil import apt_install, log_tail, which
 from service_common import (
     BIN,
     ROOT,
     STATE,
-    apt_install,
     free_port,
-    log_tail,
     running,
     service_lock,
     spawn,
     stop_group,
     stop_service,
-    tool_path,
     wait_http,
     write_env,
 )
@@ -65,13 +63,13 @@ def ensure_azurite() -> Path:
     exe = AZURITE_DIR / "node_modules" / ".bin" / "azurite-blob"
     if exe.exists():
         return exe
-    if not tool_path("npm"):
-        apt_install(["nodejs", "npm"])
+    if not which("npm"):
+        apt_install(["nodejs", "npm"], STATE / "apt.log")
     AZURITE_DIR.mkdir(parents=True, exist_ok=True)
     log = STATE / "npm.log"
     print(f"installing azurite@{AZURITE_VERSION} with npm into {AZURITE_DIR} (once)", file=sys.stderr)
     with open(log, "ab") as out:
-        rc = subprocess.run([tool_path("npm") or "npm", "install", "--prefix", str(AZURITE_DIR), "--no-audit", "--no-fund",
+        rc = subprocess.run([which("npm") or "npm", "install", "--prefix", str(AZURITE_DIR), "--no-audit", "--no-fund",
                              "--loglevel=error", f"azurite@{AZURITE_VERSION}"], stdout=out, stderr=subprocess.STDOUT,
                             stdin=subprocess.DEVNULL, check=False, timeout=600).returncode
     if rc or not exe.exists():

@@ -9,15 +9,13 @@ from __future__ import annotations
 import hashlib
 import http.client
 import os
-import re
 import signal
 import socket
-import struct
-import subprocess
 import time
 from pathlib import Path
 
-from service_common import STATE, apt_install, pid_alive, running, spawn, tool_path, write_env
+from hostutil import apt_install, missing_tools, unmount_under, which
+from service_common import STATE, pid_alive, running, spawn, write_env
 
 DOCKER_TOOLS = {  # what the daemon and the image builds (images/build.py) need → the Debian package
     "dockerd": "docker.io",
@@ -36,51 +34,16 @@ def docker_dir() -> Path:
     return Path("/tmp") / f"gpstage-docker-{hashlib.sha256(str(own).encode()).hexdigest()[:12]}"
 
 
-def busybox_static() -> bool:
-    """Whether the busybox on PATH is statically linked: an ELF without a PT_INTERP program header."""
-    found = tool_path("busybox")
-    if not found:
-        return False
-    with open(found, "rb") as f:
-        head = f.read(64)
-        if head[:4] != b"\x7fELF" or head[4] != 2:  # 64-bit ELF only
-            return False
-        end = "<" if head[5] == 1 else ">"
-        phoff, = struct.unpack(end + "Q", head[32:40])
-        phentsize, phnum = struct.unpack(end + "HH", head[54:58])
-        for i in range(phnum):
-            f.seek(phoff + i * phentsize)
-            if struct.unpack(end + "I", f.read(4))[0] == 3:  # PT_INTERP
-                return False
-    return True
-
-
 def ensure_docker_tools() -> None:
-    missing = [pkg for tool, pkg in DOCKER_TOOLS.items() if not tool_path(tool)]
-    if "busybox-static" not in missing and not busybox_static():
-        missing.append("busybox-static")
+    missing = missing_tools(DOCKER_TOOLS)
     if missing:
-        apt_install(missing)
-
-
-def mounts_under(top: Path) -> list[str]:
-    """Mount points at or below `top`, deepest first (from /proc/self/mountinfo; "\\040" is a space)."""
-    prefix = str(top)
-    found = []
-    with open("/proc/self/mountinfo") as f:
-        for line in f:
-            point = re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), line.split()[4])
-            if point == prefix or point.startswith(prefix + "/"):
-                found.append(point)
-    return sorted(found, key=len, reverse=True)
+        apt_install(missing, STATE / "apt.log")
 
 
 def unmount_docker_leftovers(d: Path) -> None:
     """dockerd leaves an nsfs mount at <exec-root>/netns/default (and, after a crash, overlays)."""
     for top in (d / "exec", d / "data"):
-        for point in mounts_under(top):
-            if subprocess.run(["umount", point], stderr=subprocess.DEVNULL, check=False).returncode:
-                subprocess.run(["umount", "-l", point], stderr=subprocess.DEVNULL, check=False)
+        unmount_under(top)
 
 
 def docker_ping(sock: Path) -> bool:
@@ -114,7 +77,7 @@ def start_docker() -> None:
     (d / "dockerd.pid").unlink(missing_ok=True)  # nothing runs it (checked above), or dockerd refuses
     config = d / "daemon.json"  # ours, so that a system /etc/docker/daemon.json cannot clash with the flags
     config.write_text("{}\n")
-    argv = [tool_path("dockerd") or "dockerd", "--host", f"unix://{sock}", "--data-root", str(d / "data"),
+    argv = [which("dockerd") or "dockerd", "--host", f"unix://{sock}", "--data-root", str(d / "data"),
             "--exec-root", str(d / "exec"), "--pidfile", str(d / "dockerd.pid"), "--config-file", str(config)]
     pid = spawn("docker", argv)
     deadline = time.monotonic() + 60

@@ -16,11 +16,10 @@ from __future__ import annotations
 import http.server
 import sys
 
-http.server.HTTPServer.request_queue_size = 1024
-
 from gcp_storage_emulator import storage
 from gcp_storage_emulator.__main__ import main
 
+http.server.HTTPServer.request_queue_size = 1024  # a class attribute, read when a server starts listening
 _store = getattr(storage, "_FileStore", None)  # the emulator's store (2026.7); test failures name it if absent
 _norm = getattr(_store, "_norm", None)
 

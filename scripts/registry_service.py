@@ -24,7 +24,6 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -32,14 +31,15 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from service_common import file_lock  # scripts/ is on sys.path: these modules run from services.py
+# scripts/ is on sys.path: these modules run from services.py, or as scripts
+from hostutil import apt_install, log_tail, which
+from service_common import file_lock, free_port, read_env
 
 ENV_KEY = "GPSTAGE_TEST_REGISTRY"
 PACKAGE = "docker-registry"
 BINARY = "docker-registry"
 AVOID_PORTS = {5000}
 READY_TIMEOUT_S = 30
-SYSTEM_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 CONFIG = """\
 version: 0.1
@@ -71,48 +71,27 @@ def registry_dir(state_dir: Path) -> Path:
     return Path(state_dir).resolve() / "registry"
 
 
-def _tool(name: str) -> str | None:
-    return shutil.which(name) or shutil.which(name, path=SYSTEM_PATH)
-
-
-def _free_port() -> int:
-    while True:
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
-        if port not in AVOID_PORTS:
-            return port
-
-
 def _apt_install(d: Path) -> None:
-    if os.geteuid() != 0:
-        raise SystemExit(f"{BINARY} is missing: run as root, or apt-get install -y {PACKAGE}")
-    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    argv = ["apt-get", "-o", "DPkg::Lock::Timeout=600", "install", "-y", "-q", "--no-install-recommends", PACKAGE]
-    logfile = d / "apt.log"
-    with open(logfile, "ab") as out:
-        log(f"installing {PACKAGE} with apt-get (once)")
-        if subprocess.run(argv, env=env, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, check=False).returncode:
-            subprocess.run(["apt-get", "update", "-q"], env=env, stdout=out, stderr=subprocess.STDOUT, check=False)
-            if subprocess.run(argv, env=env, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                              check=False).returncode:
-                raise SystemExit(f"apt-get install {PACKAGE} failed; see {logfile}")
-        # The package's own service (port 5000 on every interface, htpasswd auth) is not ours: turn it off.
+    log(f"installing {PACKAGE} with apt-get (once)")
+    apt_install([PACKAGE], d / "apt.log")
+    # The package's own service (port 5000 on every interface, htpasswd auth) is not ours: turn it off.
+    with open(d / "apt.log", "ab") as out:
         quiet = {"stdout": out, "stderr": subprocess.STDOUT, "stdin": subprocess.DEVNULL}
-        if Path("/run/systemd/system").is_dir() and _tool("systemctl"):
-            subprocess.run([_tool("systemctl") or "systemctl", "disable", "--now", "docker-registry.service"], check=False, **quiet)
+        if Path("/run/systemd/system").is_dir() and which("systemctl"):
+            subprocess.run([which("systemctl") or "systemctl", "disable", "--now", "docker-registry.service"], check=False,
+                           **quiet)
         elif Path("/var/run/docker-registry.pid").exists() and Path("/etc/init.d/docker-registry").exists():
             subprocess.run(["/etc/init.d/docker-registry", "stop"], check=False, **quiet)
-            if _tool("update-rc.d"):
-                subprocess.run([_tool("update-rc.d") or "update-rc.d", "docker-registry", "disable"], check=False, **quiet)
+            if which("update-rc.d"):
+                subprocess.run([which("update-rc.d") or "update-rc.d", "docker-registry", "disable"], check=False, **quiet)
 
 
 def ensure(state_dir: Path) -> str:
     """The ``docker-registry`` binary, installed with apt when missing."""
-    found = _tool(BINARY)
+    found = which(BINARY)
     if not found:
         _apt_install(registry_dir(state_dir))
-        found = _tool(BINARY)
+        found = which(BINARY)
         if not found:
             raise SystemExit(f"{PACKAGE} is installed but {BINARY} is not on PATH")
     return found
@@ -146,30 +125,16 @@ def _ready(addr: str) -> bool:
         return False
 
 
-def _read_env(d: Path) -> dict[str, str]:
-    try:
-        return dict(line.split("=", 1) for line in (d / "env").read_text().splitlines() if "=" in line)
-    except OSError:
-        return {}
-
-
-def _tail(path: Path, lines: int = 15) -> str:
-    try:
-        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
-    except OSError:
-        return ""
-
-
 def running(state_dir: Path) -> bool:
     d = registry_dir(state_dir)
-    return _pid(d) is not None and ENV_KEY in _read_env(d)
+    return _pid(d) is not None and ENV_KEY in read_env(d / "env")
 
 
 def start(state_dir: Path) -> dict[str, str]:
     """The registry on 127.0.0.1:<free port>, ready; ``{GPSTAGE_TEST_REGISTRY: "127.0.0.1:PORT"}``."""
     d = registry_dir(state_dir)
     with file_lock(d / "registry.lock"):
-        env = _read_env(d)
+        env = read_env(d / "env")
         if _pid(d) and ENV_KEY in env and _ready(env[ENV_KEY]):
             return {ENV_KEY: env[ENV_KEY]}
         _stop_locked(d)
@@ -177,7 +142,7 @@ def start(state_dir: Path) -> dict[str, str]:
         data = d / "data"
         shutil.rmtree(data, ignore_errors=True)  # a fresh registry: nothing from an earlier session
         data.mkdir(parents=True)
-        port = _free_port()
+        port = free_port(avoid=AVOID_PORTS)
         config = d / "config.yml"
         config.write_text(CONFIG.format(data=data, port=port))
         started = time.monotonic()
@@ -190,10 +155,12 @@ def start(state_dir: Path) -> dict[str, str]:
         while not _ready(addr):
             if proc.poll() is not None:
                 (d / "registry.pid").unlink(missing_ok=True)
-                raise SystemExit(f"docker-registry exited during start-up (exit {proc.returncode}):\n{_tail(d / 'registry.log')}")
+                raise SystemExit(f"docker-registry exited during start-up (exit {proc.returncode}):\n"
+                                 f"{log_tail(d / 'registry.log')}")
             if time.monotonic() > deadline:
                 _stop_locked(d)
-                raise SystemExit(f"docker-registry not ready on {addr} after {READY_TIMEOUT_S} s:\n{_tail(d / 'registry.log')}")
+                raise SystemExit(f"docker-registry not ready on {addr} after {READY_TIMEOUT_S} s:\n"
+                                 f"{log_tail(d / 'registry.log')}")
             time.sleep(0.05)
         (d / "env").write_text(f"{ENV_KEY}={addr}\n")
         log(f"ready on {addr} in {time.monotonic() - started:.2f}s (storage {data})")

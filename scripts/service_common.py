@@ -1,23 +1,23 @@
 """What every local test service shares: where their state lives (``.services/``, or
 ``GPSTAGE_SERVICES_DIR``), the env file of their settings, and the helpers that start, watch and
-stop a service process (pid files, free ports, readiness probes, process-group signals, apt installs).
+stop a service process (pid files, free ports, readiness probes, process-group signals, locks).
 
-Imported by scripts/services.py and its service modules (docker_service, cloud_services); it
-imports none of them. Standard library only.
+Imported by scripts/services.py and its service modules (docker_service, cloud_services, apptainer_service,
+slurm_service, registry_service); it imports none of them. What the image builds need too (commands, apt,
+mounts) is in hostutil. Standard library only.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
-import shutil
 import signal
 import socket
 import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -26,16 +26,22 @@ ENV_FILE = STATE / "env"
 BIN = Path(sys.executable).parent
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+def free_port(avoid: Collection[int] = ()) -> int:
+    """A free TCP port on 127.0.0.1, none of ``avoid``."""
+    while True:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        if port not in avoid:
+            return port
 
 
-def read_env() -> dict[str, str]:
-    if not ENV_FILE.exists():
+def read_env(path: Path = ENV_FILE) -> dict[str, str]:
+    """The KEY=VALUE lines of an env file (the services' ``.services/env`` unless told); {} when missing."""
+    try:
+        return dict(line.split("=", 1) for line in path.read_text().splitlines() if "=" in line)
+    except OSError:
         return {}
-    return dict(line.split("=", 1) for line in ENV_FILE.read_text().splitlines() if "=" in line)
 
 
 def write_env(values: dict[str, str]) -> None:
@@ -111,31 +117,6 @@ def file_lock(path: Path) -> Iterator[None]:
 def service_lock(name: str) -> contextlib.AbstractContextManager[None]:
     """The lock held while one process starts ``name``."""
     return file_lock(STATE / f"{name}.lock")
-
-
-def log_tail(path: Path, lines: int = 15) -> str:
-    try:
-        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
-    except OSError:
-        return ""
-
-
-def tool_path(name: str) -> str | None:
-    return shutil.which(name) or shutil.which(name, path="/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin")
-
-
-def apt_install(packages: list[str]) -> None:
-    if os.geteuid() != 0:
-        raise SystemExit(f"missing {' '.join(packages)}: run as root, or apt-get install -y {' '.join(packages)}")
-    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    argv = ["apt-get", "install", "-y", "-q", "--no-install-recommends", *packages]
-    log = STATE / "apt.log"
-    STATE.mkdir(parents=True, exist_ok=True)
-    with open(log, "ab") as out:
-        if subprocess.run(argv, check=False, env=env, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL).returncode:
-            subprocess.run(["apt-get", "update", "-q"], env=env, stdout=out, stderr=subprocess.STDOUT, check=False)
-            if subprocess.run(argv, check=False, env=env, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL).returncode:
-                raise SystemExit(f"apt-get install {' '.join(packages)} failed; see {log}")
 
 
 def stop_group(pid: int, name: str) -> None:

@@ -15,7 +15,8 @@ Standard library only, so it runs before anything is installed.
 
 This file is the command line, the moto servers (S3, AWS Batch) and the SERVICES/STOPPERS tables; the
 other services live beside it: docker_service (the private dockerd), cloud_services (GCS emulator,
-Azurite), apptainer_service, slurm_service, registry_service; service_common holds what they share.
+Azurite), apptainer_service, slurm_service, registry_service; service_common holds what they share, and
+hostutil what they share with images/build.py (commands, apt installs, the static-ELF check, mounts).
 """
 
 from __future__ import annotations

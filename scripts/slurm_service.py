@@ -40,15 +40,15 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from service_common import file_lock  # scripts/ is on sys.path: these modules run from services.py
+# scripts/ is on sys.path: these modules run from services.py, or as scripts
+from hostutil import SYSTEM_PATH, apt_install, log_tail, missing_packages, which
+from service_common import file_lock, free_port
 
 ENV_KEY = "GPSTAGE_TEST_SLURM_CONF"
 PACKAGES = ["slurmctld", "slurmd", "slurm-client", "munge"]
 DAEMONS = ("slurmd", "slurmctld", "munged")  # the order stop uses: slurmd talks to slurmctld; both use munge
-APT_LOCK = ["-o", "DPkg::Lock::Timeout=600"]
 READY_TIMEOUT_S = 60
 SOCKET_PATH_MAX = 100  # sockaddr_un.sun_path is 108 bytes; slurmd puts step sockets in its spool dir
-SYSTEM_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 
 def log(msg: str) -> None:
@@ -67,7 +67,7 @@ def conf_path(state_dir: Path) -> Path:
 
 
 def _tool(name: str) -> str:
-    return shutil.which(name) or shutil.which(name, path=SYSTEM_PATH) or name
+    return which(name) or name
 
 
 def _env(conf: Path) -> dict[str, str]:
@@ -76,33 +76,12 @@ def _env(conf: Path) -> dict[str, str]:
 
 
 # ---- packages ----------------------------------------------------------------------------------
-def _missing_packages() -> list[str]:
-    """The packages of PACKAGES that dpkg does not have installed (one dpkg-query call)."""
-    q = subprocess.run(["dpkg-query", "-W", "-f=${Package} ${Status}\n", *PACKAGES], capture_output=True, text=True,
-                       check=False)
-    installed = {line.split()[0] for line in q.stdout.splitlines() if line.endswith("install ok installed")}
-    return [p for p in PACKAGES if p not in installed]
-
-
 def ensure(state_dir: Path) -> None:
     """Install the Slurm and munge packages when missing (apt; their postinst starts nothing without systemd)."""
-    missing = _missing_packages()
-    if not missing:
-        return
-    if os.geteuid() != 0:
-        raise SystemExit(f"missing {' '.join(missing)}: run as root, or apt-get install -y {' '.join(missing)}")
-    d = slurm_dir(state_dir)
-    d.mkdir(parents=True, exist_ok=True)
-    logfile = d / "apt.log"
-    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    argv = ["apt-get", *APT_LOCK, "install", "-y", "-q", "--no-install-recommends", *missing]
-    log(f"apt-get install {' '.join(missing)}")
-    with open(logfile, "ab") as out:
-        if subprocess.run(argv, env=env, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, check=False).returncode:
-            subprocess.run(["apt-get", *APT_LOCK, "update", "-q"], env=env, stdout=out, stderr=subprocess.STDOUT, check=False)
-            if subprocess.run(argv, env=env, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                              check=False).returncode:
-                raise SystemExit(f"apt-get install {' '.join(missing)} failed; see {logfile}")
+    missing = missing_packages(PACKAGES)
+    if missing:
+        log(f"apt-get install {' '.join(missing)}")
+        apt_install(missing, slurm_dir(state_dir) / "apt.log")
 
 
 # ---- processes ---------------------------------------------------------------------------------
@@ -146,19 +125,6 @@ def _stop_pid(d: Path, name: str, grace: float = 10) -> None:
     (d / f"{name}.pid").unlink(missing_ok=True)
 
 
-def _tail(path: Path, lines: int = 15) -> str:
-    try:
-        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
-    except OSError:
-        return ""
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 # ---- munge -------------------------------------------------------------------------------------
 def _start_munged(d: Path) -> Path:
     """A private munged (own key, socket, pid, log, seed) running as the munge user; returns its socket."""
@@ -184,7 +150,8 @@ def _start_munged(d: Path) -> Path:
     while not sock.exists():
         if not _pid_of(d, "munged") or time.monotonic() > deadline:
             _stop_pid(d, "munged")
-            raise SystemExit(f"munged (pid {pid}) did not come up:\n{_tail(d / 'log' / 'munged.out')}\n{_tail(m / 'munged.log')}")
+            raise SystemExit(f"munged (pid {pid}) did not come up:\n{log_tail(d / 'log' / 'munged.out')}\n"
+                             f"{log_tail(m / 'munged.log')}")
         time.sleep(0.05)
     cred = subprocess.run([_tool("munge"), "-n", f"--socket={sock}"], capture_output=True, check=False)
     check = subprocess.run([_tool("unmunge"), f"--socket={sock}"], input=cred.stdout, capture_output=True, check=False)
@@ -210,8 +177,8 @@ def _write_conf(d: Path, munge_socket: Path) -> Path:
             if line.startswith(("SlurmctldPort=", "SlurmdPort=")):
                 k, _, v = line.partition("=")
                 ports[k] = v
-    ctld_port = ports.get("SlurmctldPort") or str(_free_port())
-    slurmd_port = ports.get("SlurmdPort") or str(_free_port())
+    ctld_port = ports.get("SlurmctldPort") or str(free_port())
+    slurmd_port = ports.get("SlurmdPort") or str(free_port())
     text = f"""# Generated by gpstage's scripts/slurm_service.py: a one-node cluster on {host}, for tests
 ClusterName=gpstage
 SlurmctldHost={host}(127.0.0.1)
@@ -290,8 +257,8 @@ def start(state_dir: Path) -> dict[str, str]:
             for name in ("slurmctld", "slurmd"):
                 if not _pid_of(d, name):
                     stop(state_dir, _locked=True)
-                    raise SystemExit(f"{name} exited during start-up:\n{_tail(d / 'log' / f'{name}.out')}\n"
-                                     f"{_tail(d / 'log' / f'{name}.log')}")
+                    raise SystemExit(f"{name} exited during start-up:\n{log_tail(d / 'log' / f'{name}.out')}\n"
+                                     f"{log_tail(d / 'log' / f'{name}.log')}")
             state = _node_state(conf)
             if state.startswith(("idle", "mixed", "allocated")):
                 break

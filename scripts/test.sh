@@ -1,13 +1,19 @@
 #!/usr/bin/env bash
-# Run every test, on a fresh Debian/Ubuntu machine too: installs what is missing (apt, pip), starts
-# the local services the tests use (on 127.0.0.1 only), runs pytest, stops the services it started.
+# Run every test, on a fresh Debian/Ubuntu machine too: installs what is missing (apt; pip: gpstage with
+# every extra, test and bench), runs the static checks (ruff, import-linter; any finding fails), starts the
+# local services the tests use (on 127.0.0.1 only), runs pytest, stops the services it started.
 # Extra arguments go to pytest, e.g.  bash scripts/test.sh -k conformance
 set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$ROOT"
 . scripts/lib/venv.sh
-ensure_venv "$ROOT"
+ensure_venv "$ROOT" all,test,bench
 PY="$ROOT/.venv/bin/python"
+
+echo "== static check: ruff check ."
+"$ROOT/.venv/bin/ruff" check .
+echo "== static check: lint-imports (the import-linter contracts in pyproject.toml)"
+"$ROOT/.venv/bin/lint-imports"
 
 echo "== starting services"
 "$PY" scripts/services.py start

@@ -1,6 +1,6 @@
 """Fixtures on real services: the S3 server (moto) started by scripts/services.py, a bucket per test.
 
-Nothing here skips: a service that cannot be started fails the tests that need it (DESIGN.md §17).
+Nothing here skips: a service that cannot be started fails the tests that need it (docs/design.md §17).
 Every test talks to 127.0.0.1 only; the AWS environment is replaced by dummy credentials so that no
 request can reach a real cloud.
 """
@@ -16,7 +16,8 @@ from pathlib import Path
 
 import pytest
 
-pytest_plugins = ["fixtures_docker", "fixtures_batch", "fixtures_hpc", "fixtures_clouds", "wrapper_helpers"]  # dockerd + images, Batch, HPC, GCS + Azure
+# dockerd + images, Batch, HPC, GCS + Azure
+pytest_plugins = ["fixtures_docker", "fixtures_batch", "fixtures_hpc", "fixtures_clouds", "wrapper_helpers"]
 
 ROOT = Path(__file__).resolve().parent.parent
 SERVICES = ROOT / "scripts" / "services.py"

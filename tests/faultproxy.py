@@ -65,7 +65,8 @@ class FaultProxy:
                     time.sleep(proxy.trickle_s * len(body) / 2**20)  # a slow upload
                 fate = proxy._fate()
                 if fate in ("500", "503"):
-                    payload = f"<Error><Code>{'InternalError' if fate == '500' else 'SlowDown'}</Code><Message>injected</Message></Error>".encode()
+                    payload = (f"<Error><Code>{'InternalError' if fate == '500' else 'SlowDown'}</Code>"
+                               "<Message>injected</Message></Error>").encode()
                     self.send_response(int(fate))
                     self.send_header("Content-Length", str(len(payload)))
                     self.end_headers()

@@ -1,6 +1,6 @@
 """A local AWS Batch API (moto in server mode) that runs each job's container on the private dockerd,
 with host networking so jobs reach the S3 server on 127.0.0.1; a compute environment and a queue for
-the test session; a credentials FILE for the jobs (DESIGN.md §11: never keys in a job's environment)."""
+the test session; a credentials FILE for the jobs (docs/design.md §11: never keys in a job's environment)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,8 @@ import pytest
 
 
 @pytest.fixture(scope="session")
-def batch_queue(service_env, docker_host: str, images, s3_endpoint: str, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+def batch_queue(service_env, docker_host: str, images, s3_endpoint: str,
+                tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     import os
 
     import boto3

@@ -6,7 +6,7 @@ Register for every test module with one line in tests/conftest.py::
     pytest_plugins = ["fixtures_docker"]
 
 Nothing here skips: a daemon that cannot be started or an image that cannot be built fails the tests that
-need them (DESIGN.md §17). Containers run with host networking (they reach services on 127.0.0.1) and are
+need them (docs/design.md §17). Containers run with host networking (they reach services on 127.0.0.1) and are
 removed after each test, even when it fails.
 """
 

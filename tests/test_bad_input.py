@@ -24,7 +24,8 @@ json_values = st.recursive(st.none() | st.booleans() | st.integers() | st.text(m
                            max_leaves=20)
 spec_like = st.fixed_dictionaries({}, optional={
     "spec_version": st.sampled_from([1, 2, "1", None]), "job_id": st.text(max_size=40),
-    "storage_root": st.sampled_from(["s3://b", "file:///x", "nfs:///", "bogus://x", "relative", "", "s3://"]) | st.text(max_size=20),
+    "storage_root": (st.sampled_from(["s3://b", "file:///x", "nfs:///", "bogus://x", "relative", "", "s3://"])
+                     | st.text(max_size=20)),
     "dirs": st.lists(st.fixed_dictionaries({}, optional={
         "role": st.sampled_from(["tasklib", "inputs", "libraries", "metadata", "workdir", "other"]),
         "path": st.sampled_from(["/a", "/a/b", "/a/../b", "rel", "/", "/a/", "/x\x00y"]) | st.text(max_size=15),
@@ -90,7 +91,8 @@ def test_clashing_dirs_and_unknown_schemes_are_refused_by_the_cli(tmp_path: Path
     assert message is None or message in result.stderr
 
 
-def test_a_missing_local_root_and_wrong_credentials_are_one_line(tmp_path: Path, bucket: str, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_missing_local_root_and_wrong_credentials_are_one_line(tmp_path: Path, bucket: str,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
     with pytest.raises(BadInput) as err:
         sync(str(tmp_path / "nope"), f"s3://{bucket}/x")
     one_line(err.value)

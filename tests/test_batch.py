@@ -34,7 +34,8 @@ def test_legacy_five_argument_mode_end_to_end(tmp_path: Path, batch_queue, bucke
     assert result.ok, result.message
     assert Path(spec.workdir, "counts.txt").read_text() == expected_counts()
     assert stored(spec, Role.WORKDIR, "counts.txt").decode() == expected_counts()
-    assert "runS3OnBatch.sh" in str(batch_queue["client"].describe_jobs(jobs=[result.backend_id])["jobs"][0]["container"]["command"])
+    job = batch_queue["client"].describe_jobs(jobs=[result.backend_id])["jobs"][0]
+    assert "runS3OnBatch.sh" in str(job["container"]["command"])
 
 
 def test_a_job_definition_is_reused_by_the_next_job_with_the_same_image(tmp_path: Path, batch_queue, bucket: str) -> None:

@@ -8,9 +8,9 @@ import stat
 from pathlib import Path
 
 import pytest
-from tests.conftest import run_cli
 
 from gpstage.testing.storage import make_tricky_tree, snapshot
+from tests.conftest import run_cli
 
 
 def _json(proc) -> dict:

@@ -85,7 +85,7 @@ def listing_report(url: str, retry: RetryPolicy | None = None) -> tuple[Transfer
 
     async def go() -> None:
         async with open_tree(url, report, retry) as tree:
-            await tree.raw_listing()
+            await tree.list_objects()
 
     report = TransferReport(url, "")
     try:

@@ -33,7 +33,7 @@ def run_many(tmp_path: Path, storage_root: str, count: int, settings: dict, **jo
     with ThreadPoolExecutor(8) as pool:  # submitted at once, from several threads
         list(pool.map(launcher.submit, specs))
         results = list(pool.map(lambda s: launcher.wait(s.job_id, timeout=500), specs))
-    for i, (spec, result) in enumerate(zip(specs, results)):
+    for i, (spec, result) in enumerate(zip(specs, results, strict=True)):
         assert result.state is JobState.SUCCEEDED, result.message
         assert Path(spec.workdir, "counts.txt").read_text() == f"{word(i)}\t{i + 1}\n"  # its own input, nobody else's
         status = json.loads(Path(spec.metadata_dir, "status.json").read_text())

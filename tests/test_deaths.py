@@ -1,4 +1,4 @@
-"""Exit codes under every death (DESIGN.md §9), through the whole local launcher: each ends with a record,
+"""Exit codes under every death (docs/design.md §9), through the whole local launcher: each ends with a record,
 an ``exit_code.txt`` and a ``status.json`` that say what happened, and none hangs."""
 
 from __future__ import annotations

@@ -15,6 +15,7 @@ import pytest
 
 from examples.sample_job import expected_counts, lay_out_job
 from gpstage.errors import StorageError
+from gpstage.jobfiles import spec_url
 from gpstage.spec import JobSpec, Role
 from gpstage.stage import stage_in
 from tests.conftest import ALL_STORAGE
@@ -48,9 +49,10 @@ def test_sample_module_runs_and_everything_lands_on_storage(tmp_path: Path, job_
     spec = lay_out_job(tmp_path / "server side", job_storage_root, libraries_in_tasklib=mode == "legacy")
     submit(spec)
     if mode == "spec":
-        result = run_entry("--spec", spec.spec_url)
+        result = run_entry("--spec", spec_url(spec))
     else:  # exactly as a Batch job definition calls it, through the installed script
-        result = subprocess.run([str(BIN / "runS3OnBatch.sh"), *legacy_args(spec)], capture_output=True, text=True, timeout=120, check=False)
+        result = subprocess.run([str(BIN / "runS3OnBatch.sh"), *legacy_args(spec)],
+                                capture_output=True, text=True, timeout=120, check=False)
     assert result.returncode == 0, result.stderr
     assert stored(spec, Role.WORKDIR, "counts.txt").decode() == expected_counts()
     assert stored(spec, Role.WORKDIR, "results/summary.txt").startswith(b"input\twords.txt\n")
@@ -70,7 +72,7 @@ def test_sample_module_runs_and_everything_lands_on_storage(tmp_path: Path, job_
 def test_failing_module_records_its_code_and_still_pushes_logs(tmp_path: Path, job_storage_root: str) -> None:
     spec = lay_out_job(tmp_path / "srv", job_storage_root, exit_code=3)
     submit(spec)
-    result = run_entry("--spec", spec.spec_url)
+    result = run_entry("--spec", spec_url(spec))
     assert result.returncode == 3, result.stderr
     assert stored_json(spec, "exit_code.txt") == {"exit_code": 3}
     assert stored_json(spec, "status.json")["state"] == "FAILED"
@@ -86,7 +88,7 @@ def test_module_killed_by_a_signal_is_128_plus_n(tmp_path: Path) -> None:
     spec = file_job(tmp_path)
     set_exec(spec, "echo before; kill -USR1 $$; echo after")
     submit(spec)
-    result = run_entry("--spec", spec.spec_url)
+    result = run_entry("--spec", spec_url(spec))
     assert result.returncode == 128 + signal.SIGUSR1
     status = stored_json(spec, "status.json")
     assert (status["state"], status["reason"], status["signal"]) == ("FAILED", "signal", "SIGUSR1")
@@ -111,7 +113,7 @@ def test_hooks_and_custom_scripts_run_in_order_and_prerun_exports_reach_the_modu
     submit(spec)
     env = {**os.environ, "GPSTAGE_PRERUN_SCRIPT": str(hooks / "prerun.sh"),
            "GPSTAGE_POSTRUN_SCRIPT": str(hooks / "postrun.sh"), "DROP_ME": "x"}
-    assert run_entry("--spec", spec.spec_url, env=env).returncode == 0
+    assert run_entry("--spec", spec_url(spec), env=env).returncode == 0
     assert order.read_text().splitlines() == [
         "prerun", "pre set by prerun", "module set by prerun unset", "post", f"postrun set by prerun {spec.storage_root}"]
 
@@ -121,7 +123,7 @@ def test_failing_pre_hook_is_an_error_and_the_module_does_not_run(tmp_path: Path
     hook.write_text("echo hook says no; exit 4\n")
     spec = file_job(tmp_path, hooks={"pre": [str(hook)]})
     submit(spec)
-    result = run_entry("--spec", spec.spec_url)
+    result = run_entry("--spec", spec_url(spec))
     assert result.returncode == 125
     status = stored_json(spec, "status.json")
     assert status["state"] == "ERROR" and "exited 4" in status["message"]
@@ -135,7 +137,7 @@ def test_output_file_names_follow_genepattern_variables(tmp_path: Path) -> None:
     submit(spec)
     env = {**os.environ, "STDOUT_FILENAME": "module.out", "STDERR_FILENAME": f"{spec.metadata_dir}/module.err",
            "EXITCODE_FILENAME": "code.json"}
-    assert run_entry("--spec", spec.spec_url, env=env).returncode == 0
+    assert run_entry("--spec", spec_url(spec), env=env).returncode == 0
     assert b"reading" in stored(spec, Role.METADATA, "module.out")
     assert b"warning" in stored(spec, Role.METADATA, "module.err")
     assert stored_json(spec, "code.json") == {"exit_code": 0}
@@ -146,7 +148,7 @@ def test_traversal_key_on_storage_is_refused_before_the_module_runs(tmp_path: Pa
     submit(spec)
     workdir_key = spec.url_of(spec.dir(Role.WORKDIR)).split(f"s3://{bucket}/", 1)[1]
     s3_client.put_object(Bucket=bucket, Key=f"{workdir_key}/sub/../../escape.txt", Body=b"x")
-    result = run_entry("--spec", spec.spec_url)
+    result = run_entry("--spec", spec_url(spec))
     assert result.returncode == 125
     assert len(result.stderr.strip().splitlines()[-2]) < 400  # one line says what is wrong
     status = stored_json(spec, "status.json")
@@ -161,7 +163,7 @@ def test_symlink_escaping_the_stored_job_dir_is_refused(tmp_path: Path) -> None:
     submit(spec)
     stored_workdir = Path(spec.url_of(spec.dir(Role.WORKDIR)).removeprefix("file://"))
     (stored_workdir / "passwd").symlink_to("/etc/passwd")
-    result = run_entry("--spec", spec.spec_url)
+    result = run_entry("--spec", spec_url(spec))
     assert result.returncode == 125
     assert "symlink" in local_status(spec)["message"]
     assert not Path(spec.workdir, "passwd").exists()
@@ -171,7 +173,7 @@ def test_module_does_not_see_the_storage_credentials(tmp_path: Path, bucket: str
     spec = lay_out_job(tmp_path / "srv", f"s3://{bucket}/gp")
     set_exec(spec, "env")
     submit(spec)
-    result = run_entry("--spec", spec.spec_url)
+    result = run_entry("--spec", spec_url(spec))
     assert result.returncode == 0, result.stderr
     module_env = stored(spec, Role.METADATA, "stdout.txt").decode()
     assert os.environ["AWS_SECRET_ACCESS_KEY"] not in module_env
@@ -185,7 +187,7 @@ def test_time_limit_is_enforced_and_recorded_as_142(tmp_path: Path) -> None:
     spec = file_job(tmp_path, sleep_s=60, resources={"time_s": 1})
     submit(spec)
     started = time.monotonic()
-    result = run_entry("--spec", spec.spec_url, "--kill-grace", "1")
+    result = run_entry("--spec", spec_url(spec), "--kill-grace", "1")
     assert result.returncode == 142
     assert time.monotonic() - started < 15
     status = stored_json(spec, "status.json")
@@ -196,7 +198,7 @@ def test_time_limit_is_enforced_and_recorded_as_142(tmp_path: Path) -> None:
 def test_logs_are_pushed_while_the_module_runs(tmp_path: Path, bucket: str) -> None:
     spec = lay_out_job(tmp_path / "srv", f"s3://{bucket}/gp", sleep_s=8)
     submit(spec)
-    proc = subprocess.Popen([str(BIN / "gpstage-entry"), "--spec", spec.spec_url, "--log-push-interval", "0.5"],
+    proc = subprocess.Popen([str(BIN / "gpstage-entry"), "--spec", spec_url(spec), "--log-push-interval", "0.5"],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     seen_live = False
     try:
@@ -216,10 +218,11 @@ def test_logs_are_pushed_while_the_module_runs(tmp_path: Path, bucket: str) -> N
 def test_sigterm_to_the_entry_cancels_the_module_and_still_records_and_pushes(tmp_path: Path) -> None:
     spec = file_job(tmp_path, sleep_s=60)
     submit(spec)
-    proc = subprocess.Popen([str(BIN / "gpstage-entry"), "--spec", spec.spec_url], stdout=subprocess.DEVNULL,
+    proc = subprocess.Popen([str(BIN / "gpstage-entry"), "--spec", spec_url(spec)], stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 30
-    while not (Path(spec.metadata_dir, "stdout.txt").exists() and b"sleeping" in Path(spec.metadata_dir, "stdout.txt").read_bytes()):
+    stdout_txt = Path(spec.metadata_dir, "stdout.txt")
+    while not (stdout_txt.exists() and b"sleeping" in stdout_txt.read_bytes()):
         assert time.monotonic() < deadline and proc.poll() is None
         time.sleep(0.1)
     started = time.monotonic()
@@ -235,7 +238,7 @@ def test_missing_executable_is_127(tmp_path: Path) -> None:
     spec = file_job(tmp_path)
     os.unlink(spec.executable_path)
     submit(spec)
-    assert run_entry("--spec", spec.spec_url).returncode == 127
+    assert run_entry("--spec", spec_url(spec)).returncode == 127
     status = stored_json(spec, "status.json")
     assert (status["state"], status["reason"]) == ("ERROR", "missing-executable")
 

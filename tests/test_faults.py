@@ -14,6 +14,7 @@ import pytest
 
 from examples.sample_job import expected_counts, lay_out_job
 from gpstage.errors import StorageError
+from gpstage.jobfiles import spec_url
 from gpstage.spec import Role
 from gpstage.stage import stage_in, stage_out
 from gpstage.sync import sync
@@ -35,7 +36,7 @@ def test_a_job_survives_a_network_that_fails_a_fifth_of_its_requests(tmp_path: P
         spec = lay_out_job(tmp_path / "srv", f"s3://{bucket}/gp")
         inbound = stage_in(spec)
         fresh_node(spec)
-        result = run_entry("--spec", spec.spec_url, "--log-push-interval", "0", timeout=240)
+        result = run_entry("--spec", spec_url(spec), "--log-push-interval", "0", timeout=240)
         assert result.returncode == 0, result.stderr
         outbound = stage_out(spec)
     assert Path(spec.workdir, "counts.txt").read_text() == expected_counts()

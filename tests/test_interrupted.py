@@ -44,7 +44,8 @@ def kill_when(proc: subprocess.Popen, ready, seconds: float = 60) -> None:
     proc.wait(timeout=30)
 
 
-def test_killed_upload_leaves_nothing_visible_and_rerun_cleans_up(tmp_path: Path, bucket: str, s3_client, s3_endpoint: str) -> None:
+def test_killed_upload_leaves_nothing_visible_and_rerun_cleans_up(tmp_path: Path, bucket: str, s3_client,
+                                                                  s3_endpoint: str) -> None:
     src = tmp_path / "src"
     make_tree(src)
     with FaultProxy(s3_endpoint, rate=0, trickle_s=0.05) as proxy:
@@ -76,7 +77,8 @@ def test_killed_download_leaves_no_partial_file_and_rerun_completes(tmp_path: Pa
     with FaultProxy(s3_endpoint, rate=0, trickle_s=0.05) as proxy:
         proc = subprocess.Popen([GPSTAGE, "sync", f"s3://{bucket}/job", str(dst)], env=slow_env(bucket, proxy),
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        kill_when(proc, lambda: dst.exists() and any(p.name.startswith(TEMP_PREFIX) and p.stat().st_size > 0 for p in dst.iterdir()))
+        kill_when(proc, lambda: dst.exists()
+                  and any(p.name.startswith(TEMP_PREFIX) and p.stat().st_size > 0 for p in dst.iterdir()))
     assert not (dst / "big.bin").exists()  # never under its real name while incomplete
     Path(os.environ["GPSTAGE_CONFIG"]).write_text("")
     report = sync(f"s3://{bucket}/job", str(dst))

@@ -1,4 +1,4 @@
-"""The launcher conformance class: every launcher+runner pair passes the same tests (DESIGN.md §7).
+"""The launcher conformance class: every launcher+runner pair passes the same tests (docs/design.md §7).
 
 A later backend adds its pair to ``PAIRS`` (and the fixtures it needs to ``pair_settings``); it does
 not add tests. Jobs run the sample GenePattern-style module; status, logs and cancel are also asked
@@ -191,7 +191,7 @@ class TestLauncherConformance:
         results = [h.wait(timeout=120) for h in handles]
         assert all(r.state.value == "SUCCEEDED" for r in results)
         spans = sorted((stored_json(s, "status.json")["started_at"], stored_json(s, "status.json")["ended_at"]) for s in specs)
-        for (_, end), (start, _) in zip(spans, spans[1:]):
+        for (_, end), (start, _) in zip(spans, spans[1:], strict=False):
             assert not limit or end <= start, f"two jobs ran at once with max_parallel=1: {spans}"
         assert len({r.workdir for r in results}) == 3
         for s in specs:
@@ -217,7 +217,8 @@ class TestLauncherConformance:
         code, doc = cli_json("clean", spec.job_id)
         assert code == 0
         copies = [d for d in spec.dirs if not same_path(spec, d)]
-        assert sorted(doc["removed"]) == sorted(spec.url_of(d) for d in copies if d.role in (Role.WORKDIR, Role.METADATA, Role.INPUTS))
+        assert sorted(doc["removed"]) == sorted(spec.url_of(d) for d in copies
+                                                if d.role in (Role.WORKDIR, Role.METADATA, Role.INPUTS))
         with pytest.raises(BadInput):
             RecordStore().load(spec.job_id)
         assert Path(spec.workdir, "counts.txt").exists()  # the server's own copy stays

@@ -1,4 +1,4 @@
-"""The on-storage manifest: stale entries are never believed (DESIGN.md §5)."""
+"""The on-storage manifest: stale entries are never believed (docs/design.md §5)."""
 
 from __future__ import annotations
 

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from gpstage.errors import BadInput, StorageError
+from gpstage.jobfiles import spec_url
 from gpstage.profiles import StorageProfile, load_profiles, profile_for
 from gpstage.sync import sync
 from tests.conftest import run_cli
@@ -96,7 +97,8 @@ def test_profile_retry_policy_applies(config, tmp_path: Path) -> None:
 
 
 def test_the_module_does_not_see_variables_a_profile_reads_credentials_from(config, tmp_path: Path, bucket: str,
-                                                                            s3_endpoint: str, monkeypatch: pytest.MonkeyPatch) -> None:
+                                                                            s3_endpoint: str,
+                                                                            monkeypatch: pytest.MonkeyPatch) -> None:
     from examples.sample_job import lay_out_job
     from gpstage.spec import Role
     from gpstage.stage import stage_in
@@ -110,6 +112,6 @@ def test_the_module_does_not_see_variables_a_profile_reads_credentials_from(conf
     Path(spec.executable_path).write_text("env\n")
     stage_in(spec)
     fresh_node(spec)
-    assert run_entry("--spec", spec.spec_url).returncode == 0
+    assert run_entry("--spec", spec_url(spec)).returncode == 0
     module_env = stored(spec, Role.METADATA, "stdout.txt").decode()
     assert "profile-secret-0002" not in module_env and "GP_KEY=" not in module_env

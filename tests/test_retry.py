@@ -1,4 +1,4 @@
-"""The one retry policy: transient errors are retried and counted, others fail at once (DESIGN.md §6)."""
+"""The one retry policy: transient errors are retried and counted, others fail at once (docs/design.md §6)."""
 
 from __future__ import annotations
 

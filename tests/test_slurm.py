@@ -55,7 +55,8 @@ def test_cancel_a_running_slurm_job(tmp_path: Path, slurm, images) -> None:
     spec = lay_out_job(tmp_path / "c", "nfs:///", image=images["bash-module"], sleep_s=120)
     handle = slurm("apptainer").submit(spec)
     deadline = time.monotonic() + 60
-    while "sleeping" not in (Path(spec.metadata_dir, "stdout.txt").read_text() if Path(spec.metadata_dir, "stdout.txt").exists() else ""):
+    stdout_txt = Path(spec.metadata_dir, "stdout.txt")
+    while "sleeping" not in (stdout_txt.read_text() if stdout_txt.exists() else ""):
         assert time.monotonic() < deadline
         time.sleep(0.2)
     started = time.monotonic()

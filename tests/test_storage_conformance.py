@@ -93,9 +93,11 @@ class TestPluginProvider:
     seen only if nothing had looked yet. A subprocess also proves what users get: a pip-installed package."""
 
     def test_entry_point_is_found_by_a_fresh_interpreter(self, memtest_plugin: dict, tmp_path: Path) -> None:
-        code = ("import sys; from importlib.metadata import entry_points; from gpstage.storage import known_schemes, provider_for;"
+        code = ("import sys; from importlib.metadata import entry_points; "
+                "from gpstage.storage import known_schemes, provider_for;"
                 "from gpstage.sync import sync; from gpstage.listing import list_url;"
-                "assert [e.value for e in entry_points(group='gpstage.storage') if e.name == 'memtest'] == ['gpstage_memtest:MemtestProvider'];"
+                "assert [e.value for e in entry_points(group='gpstage.storage') if e.name == 'memtest'] "
+                "== ['gpstage_memtest:MemtestProvider'];"
                 "assert 'memtest' in known_schemes(); assert type(provider_for('memtest://x')).__name__ == 'MemtestProvider';"
                 "r = sync(sys.argv[1], 'memtest://b/job'); back = sync('memtest://b/job', sys.argv[2]);"
                 "print(r.files_copied, back.files_copied, sorted(list_url('memtest://b/job').files))")

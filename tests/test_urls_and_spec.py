@@ -1,4 +1,4 @@
-"""URL mapping (DESIGN.md §1) and job-spec validation."""
+"""URL mapping (docs/design.md §1) and job-spec validation."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from gpstage.errors import BadInput, UnsafePath
+from gpstage.jobfiles import spec_url
 from gpstage.spec import DEFAULT_STAGE_IN_EXCLUDES, Direction, Role, load_spec, parse_spec, spec_schema
 from gpstage.storage.tree import Excluder, check_key
 from gpstage.urls import dir_url, join_url, split_url
@@ -55,7 +56,7 @@ def test_spec_defaults_follow_genepattern() -> None:
     spec = parse_spec(json.dumps(spec_dict()))
     assert spec.metadata_dir == "/opt/gp/jobResults/42/.gp_metadata"
     assert spec.executable_path == "/opt/gp/jobResults/42/.gp_metadata/exec.sh"
-    assert spec.spec_url == "s3://bucket/opt/gp/jobResults/42/.gp_metadata/job.json"
+    assert spec_url(spec) == "s3://bucket/opt/gp/jobResults/42/.gp_metadata/job.json"
     assert spec.dir(Role.INPUTS).effective_direction is Direction.IN
     assert spec.dir(Role.TASKLIB).effective_direction is Direction.INOUT
     assert spec.parent_of(spec.dir(Role.METADATA)) is spec.dir(Role.WORKDIR)
@@ -85,7 +86,8 @@ def test_spec_yaml_is_accepted(tmp_path: Path) -> None:
         ({"dirs": [{"role": "inputs", "path": "/a"}]}, "workdir"),
         ({"dirs": [{"role": "workdir", "path": "/w"}, {"role": "inputs", "path": "/i"},
                    {"role": "tasklib", "path": "/i/t", "direction": "inout"}]}, "does not cover"),
-        ({"dirs": [{"role": "workdir", "path": "/w"}, {"role": "inputs", "path": "/i", "url": "s3://bucket/w"}]}, "same storage URL"),
+        ({"dirs": [{"role": "workdir", "path": "/w"},
+                   {"role": "inputs", "path": "/i", "url": "s3://bucket/w"}]}, "same storage URL"),
     ],
 )
 def test_bad_specs_name_the_field(change: dict, needle: str) -> None:

@@ -160,7 +160,8 @@ def test_wrapper_overhead_on_an_empty_job(tmp_path: Path, images, docker_host: s
         times: dict[str, list[float]] = {"direct": [], "wrapper": []}
         for i in range(4):
             for mode in ("direct", "wrapper"):
-                spec = lay_out_job(tmp_path / f"{mode}{i}{len(rows)}", storage, job_id=unique(mode[0]), image=images["bash-module"])
+                spec = lay_out_job(tmp_path / f"{mode}{i}{len(rows)}", storage, job_id=unique(mode[0]),
+                                   image=images["bash-module"])
                 Path(spec.executable_path).write_text("true\n")
                 launcher = direct() if mode == "direct" else wrapper(docker_host, images)
                 started = time.monotonic()

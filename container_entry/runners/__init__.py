@@ -1,7 +1,10 @@
-"""Runners: where the module's ``exec.sh`` runs (``process``, and ``docker``/``apptainer`` as plugins).
+"""Runners: where the module's ``exec.sh`` runs — ``process`` (here, or inside the container the entry
+already runs in), ``docker``, ``apptainer``.
 
-Found by name through the ``gpstage.runners`` entry-point group, so a runner needing an SDK (docker,
-spython) is imported only when a job asks for it. See :mod:`container_entry.runners.base`.
+One registry, as fsspec's: the built-in table below names each runner by import path (so a runner that
+needs an SDK is imported only when a job asks for it, and a plain checkout knows every built-in), and
+third parties add runners under the ``gpstage.runners`` entry-point group. The interface every runner
+implements: :mod:`container_entry.runners.base`.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ DEFAULT_RUNNER = "process"
 RUNNERS = PluginRegistry("gpstage.runners", "runner", {
     "process": ("container_entry.runners.process:ProcessRunner", None),
     "docker": ("container_entry.runners.docker:DockerRunner", "docker"),
+    "apptainer": ("container_entry.runners.apptainer:ApptainerRunner", None),
 })
 
 

@@ -159,7 +159,8 @@ class ApptainerRunner(ContainerRunner):
                                         start_new_session=True)
         except OSError as e:
             shutil.rmtree(scratch, ignore_errors=True)
-            raise GpstageError(f"cannot start {binary}: {e.strerror}", "check GPSTAGE_APPTAINER / the apptainer install") from None
+            raise GpstageError(f"cannot start {binary}: {e.strerror}",
+                               "check GPSTAGE_APPTAINER / the apptainer install") from None
         return ApptainerRun(proc, scratch, spec.image, request.stderr_path)
 
     @staticmethod

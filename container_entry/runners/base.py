@@ -51,7 +51,7 @@ class ModuleRun(ABC):
     def kill(self) -> None:
         self.send_signal(signal.SIGKILL)
 
-    def cleanup(self) -> None:
+    def cleanup(self) -> None:  # noqa: B027 - optional: a child process holds nothing once reaped
         """Release what the run holds (containers, files) after it ended; called exactly once."""
 
 
@@ -61,14 +61,15 @@ class Runner(ABC):
     name: ClassVar[str]
     can_commit: ClassVar[bool] = False  # can make a finished module image (``--commit-tag``)
 
-    def check(self, spec: JobSpec) -> None:
-        """Raise :class:`gpstage.errors.BadInput` early when ``spec`` cannot run here (e.g. no image)."""
+    def check(self, spec: JobSpec) -> None:  # noqa: B027 - optional: the process runner runs any spec
+        """Raise :class:`gpstage.errors.BadInput` early when ``spec`` cannot run here (e.g. no image).
+        Called before the module starts; makes no change anywhere."""
 
-    def prepare(self, spec: JobSpec, settings: EntrySettings, log: Callable[[str], None]) -> None:
+    def prepare(self, spec: JobSpec, settings: EntrySettings, log: Callable[[str], None]) -> None:  # noqa: B027 - optional hook
         """Before the job's dirs are created: arrange where they live on this node (the docker runner's
         wrapper mode places them in a staging dir the docker host can mount). Default: where they are."""
 
-    def release(self, log: Callable[[str], None]) -> None:
+    def release(self, log: Callable[[str], None]) -> None:  # noqa: B027 - optional: undoes prepare
         """After the last push: undo :meth:`prepare` (remove the staging dir). Called once, always."""
 
     def commit(self, spec: JobSpec, reference: str, log: Callable[[str], None]) -> dict[str, Any]:
@@ -78,7 +79,12 @@ class Runner(ABC):
 
     @abstractmethod
     def start(self, request: RunRequest) -> ModuleRun:
-        """Start the module; raise :class:`gpstage.errors.GpstageError` when it cannot start at all."""
+        """Start ``request.argv`` in ``request.cwd`` and return at once (the entry waits, with its time
+        limit, through :meth:`ModuleRun.wait`). The module's stdout and stderr stream into
+        ``request.stdout_path``/``stderr_path`` as it writes them; it sees ``request.env`` (a child
+        process) or only ``request.job_env`` over its image's own (a container), never a credential.
+        Raise :class:`gpstage.errors.GpstageError` when it cannot start at all (a missing image is
+        ERROR at once, never a hang); anything started must be stoppable by :meth:`ModuleRun.send_signal`."""
 
 
 class ContainerRunner(Runner):

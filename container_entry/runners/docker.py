@@ -197,7 +197,8 @@ class DockerRunner(ContainerRunner):
             try:
                 removed = _remove_containers({"label": f"{LABEL_STAGING}={other}"})
                 shutil.rmtree(other, ignore_errors=True)
-                log(f"removed the stale staging dir {other} of a dead entry" + (f" and {removed} container(s)" if removed else ""))
+                log(f"removed the stale staging dir {other} of a dead entry"
+                    + (f" and {removed} container(s)" if removed else ""))
             finally:
                 os.close(fd)
 

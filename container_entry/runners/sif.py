@@ -137,7 +137,8 @@ class SifCache:
             return self._ensure(key, img, lambda tmp: self._build(tmp, source, img, extra))
         # the docker daemon
         docker_image, image_id = daemon_image_id(img.ref)
-        return self._ensure(image_id.replace(":", "-"), img, lambda tmp: self._build_from_daemon(tmp, docker_image, image_id, img))
+        return self._ensure(image_id.replace(":", "-"), img,
+                            lambda tmp: self._build_from_daemon(tmp, docker_image, image_id, img))
 
     # ---- building ----
     def _ensure(self, key: str, img: Image, build) -> str:
@@ -147,7 +148,8 @@ class SifCache:
         try:
             self.root.mkdir(parents=True, exist_ok=True)
         except OSError as e:
-            raise GpstageError(f"cannot create the SIF cache {self.root}: {e.strerror}", "set GPSTAGE_SIF_CACHE to a writable dir") from None
+            raise GpstageError(f"cannot create the SIF cache {self.root}: {e.strerror}",
+                               "set GPSTAGE_SIF_CACHE to a writable dir") from None
         with _Lock(self.root / f"{key}.lock", self.timeout + 60, img.name):
             if final.is_file():  # another job built it while we waited
                 return str(final)

@@ -1,7 +1,7 @@
 """The ``gpstage`` command line: storage commands, spec commands, and job commands (through the launchers).
 
 Heavy modules (fsspec, the SDKs, the sync engine) are imported inside the commands so that
-``gpstage --help`` stays fast. Every failure is one line on stderr and an exit code from DESIGN.md §9;
+``gpstage --help`` stays fast. Every failure is one line on stderr and an exit code from docs/design.md §9;
 with ``--json`` the only thing on stdout is one JSON document, on failure too.
 """
 

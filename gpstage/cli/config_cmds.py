@@ -20,7 +20,8 @@ def mask(name: str, value: str) -> str:
     """Credentials shown only as "set": a key id keeps 4 characters so two keys can be told apart."""
     from gpstage.credentials import SECRET_ENV_NAMES, is_credential
 
-    secretish = name.upper() in SECRET_ENV_NAMES or any(w in name.upper() for w in ("SECRET", "TOKEN", "PASSWORD", "KEY", "CONNECTION"))
+    secretish = (name.upper() in SECRET_ENV_NAMES
+                 or any(w in name.upper() for w in ("SECRET", "TOKEN", "PASSWORD", "KEY", "CONNECTION")))
     if not (is_credential(name) or secretish):
         return value
     if name.upper().endswith(("KEY_ID", "ACCESS_KEY_ID")) and len(value) > 8:

@@ -48,16 +48,19 @@ def _show(result: Any, as_json: bool) -> None:
 
 
 def _exit_with(result: Any) -> None:
-    """Waiting commands exit like the job (DESIGN.md §9)."""
+    """Waiting commands exit like the job (docs/design.md §9)."""
     raise typer.Exit(result.exit_code if result.exit_code is not None else EXIT_GPSTAGE_ERROR)
 
 
 def run_cmd(
     spec: str = typer.Argument(..., help="Job spec: a local JSON/YAML file or a storage URL."),
-    launcher: str = typer.Option(None, "--launcher", "-l", help="Where the entry runs: local (default), or an installed launcher."),
-    settings: list[str] | None = typer.Option(None, "--set", help="Launcher setting key=value, over [launchers.NAME] of GPSTAGE_CONFIG; repeatable."),
+    launcher: str = typer.Option(None, "--launcher", "-l", help="Where the entry runs: local (default), "
+                                                                "or an installed launcher."),
+    settings: list[str] | None = typer.Option(None, "--set", help="Launcher setting key=value, over [launchers.NAME] "
+                                                                  "of GPSTAGE_CONFIG; repeatable."),
     detach: bool = typer.Option(False, "--detach", "-d", help="Return once submitted; follow with status/wait/logs."),
-    timeout: float = typer.Option(None, "--timeout", help="With waiting: give up after this many seconds (exit 124; the job goes on)."),
+    timeout: float = typer.Option(None, "--timeout", help="With waiting: give up after this many seconds "
+                                                          "(exit 124; the job goes on)."),
     as_json: bool = JSON_OPTION,
 ) -> None:
     """Stage a job's dirs in, start it on a launcher and (unless --detach) wait, collect and exit with its code.
@@ -75,7 +78,7 @@ def run_cmd(
         runner = get_launcher(launcher, parse_overrides(settings or []))
         handle = runner.submit(job)
         if detach:
-            from launchers.jobfiles import result_of
+            from gpstage.jobresult import result_of
 
             return _show(result_of(handle.status()), as_json)
         result = runner.wait(job.job_id, timeout)
@@ -85,7 +88,7 @@ def run_cmd(
 
 def _show_record(job_id: str, as_json: bool, op: str) -> None:
     """Run launcher method ``op`` (status, cancel) on the job and show the record it returns."""
-    from launchers.jobfiles import result_of
+    from gpstage.jobresult import result_of
 
     with json_errors(as_json):
         launcher = _launcher(job_id)
@@ -98,7 +101,8 @@ def status_cmd(job_id: str = JOB_ARG, as_json: bool = JSON_OPTION) -> None:
     _show_record(job_id, as_json, "status")
 
 
-def wait_cmd(job_id: str = JOB_ARG, timeout: float = typer.Option(None, "--timeout", help="Give up after this many seconds (exit 124)."),
+def wait_cmd(job_id: str = JOB_ARG,
+             timeout: float = typer.Option(None, "--timeout", help="Give up after this many seconds (exit 124)."),
              as_json: bool = JSON_OPTION) -> None:
     """Wait for a job to end, collect its outputs, exit with its code (as `run` does)."""
     with json_errors(as_json):
@@ -138,8 +142,8 @@ def collect_cmd(job_id: str = JOB_ARG, as_json: bool = JSON_OPTION) -> None:
 
 def jobs_cmd(as_json: bool = JSON_OPTION) -> None:
     """List the recorded jobs (states as last seen; `status JOB` refreshes one)."""
+    from gpstage.jobresult import result_of
     from gpstage.records import RecordStore
-    from launchers.jobfiles import result_of
 
     with json_errors(as_json):
         results = [result_of(r) for r in RecordStore().all()]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import typer
 
 from gpstage.cli.output import JSON_OPTION, emit_json, json_errors, progress_for
+from gpstage.jobfiles import spec_url
 
 
 def register(app: typer.Typer) -> None:
@@ -20,7 +21,8 @@ def sync_cmd(
     delete: bool = typer.Option(False, "--delete", help="Remove files at DST that SRC does not have (excluded ones are kept)."),
     checksum: bool = typer.Option(False, "--checksum", help="Compare MD5 checksums instead of size and mtime."),
     jobs: int = typer.Option(32, "--jobs", "-j", min=1, help="Transfers in flight at once."),
-    exclude: list[str] | None = typer.Option(None, "--exclude", help="Glob of paths relative to SRC to leave out; repeatable. '*' also matches '/'."),
+    exclude: list[str] | None = typer.Option(None, "--exclude", help="Glob of paths relative to SRC to leave out; "
+                                                                     "repeatable. '*' also matches '/'."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Only report what would be copied and deleted."),
     as_json: bool = JSON_OPTION,
 ) -> None:
@@ -50,32 +52,29 @@ def _stage(spec_path: str, inbound: bool, jobs: int, dry_run: bool, as_json: boo
         label = "stage-in" if inbound else "stage-out"
         transfers = run(spec, jobs=jobs, dry_run=dry_run, progress=lambda d: progress_for(f"{label} {d.role.value}", as_json))
     if as_json:
-        emit_json({"ok": True, "job_id": spec.job_id, "spec_url": spec.spec_url, "dirs": [t.to_dict() for t in transfers]})
+        emit_json({"ok": True, "job_id": spec.job_id, "spec_url": spec_url(spec), "dirs": [t.to_dict() for t in transfers]})
         return
     for t in transfers:
         arrow = "→" if inbound else "←"
         what = t.skipped if t.skipped else t.report.summary() if t.report else ""
         typer.echo(f"{t.role:9} {t.path} {arrow} {t.url}: {what}")
     if inbound and not dry_run:
-        typer.echo(f"spec stored at {spec.spec_url}")
+        typer.echo(f"spec stored at {spec_url(spec)}")
 
 
-def stage_in_cmd(
-    spec: str = typer.Argument(..., help="Job spec file (JSON or YAML)."),
-    jobs: int = typer.Option(32, "--jobs", "-j", min=1, help="Transfers in flight at once."),
-    dry_run: bool = typer.Option(False, "--dry-run", help="Only report what would be copied."),
-    as_json: bool = JSON_OPTION,
-) -> None:
+SPEC_FILE = typer.Argument(..., help="Job spec file (JSON or YAML).")
+JOBS_OPTION = typer.Option(32, "--jobs", "-j", min=1, help="Transfers in flight at once.")
+DRY_RUN_OPTION = typer.Option(False, "--dry-run", help="Only report what would be copied.")
+
+
+def stage_in_cmd(spec: str = SPEC_FILE, jobs: int = JOBS_OPTION, dry_run: bool = DRY_RUN_OPTION,
+                 as_json: bool = JSON_OPTION) -> None:
     """Push the job's in/inout dirs to storage and store the spec at <metadata URL>/job.json."""
     _stage(spec, True, jobs, dry_run, as_json)
 
 
-def stage_out_cmd(
-    spec: str = typer.Argument(..., help="Job spec file (JSON or YAML)."),
-    jobs: int = typer.Option(32, "--jobs", "-j", min=1, help="Transfers in flight at once."),
-    dry_run: bool = typer.Option(False, "--dry-run", help="Only report what would be copied."),
-    as_json: bool = JSON_OPTION,
-) -> None:
+def stage_out_cmd(spec: str = SPEC_FILE, jobs: int = JOBS_OPTION, dry_run: bool = DRY_RUN_OPTION,
+                  as_json: bool = JSON_OPTION) -> None:
     """Pull the job's out/inout dirs back from storage to their paths on this server."""
     _stage(spec, False, jobs, dry_run, as_json)
 

@@ -1,8 +1,9 @@
-"""Storage: URL → provider → a tree that can be listed and written, for any fsspec protocol.
+"""Storage: URL → provider → a tree that can be listed and written, on any scheme.
 
 This package owns everything about where bytes live. It knows nothing of containers or launchers.
 ``open_tree(url)`` is the one way in: a :class:`LocalTree` for ``file``/``nfs`` paths, a
 :class:`RemoteTree` (through the scheme's provider) for object stores and other fsspec protocols.
+The interfaces a provider implements: :mod:`gpstage.storage.base`.
 """
 
 from __future__ import annotations
@@ -16,12 +17,12 @@ from contextlib import asynccontextmanager
 from gpstage.errors import BadInput, StorageError
 from gpstage.report import TransferReport
 from gpstage.retry import RetryPolicy
+from gpstage.storage.base import LocalProvider, RemoteTree
 from gpstage.storage.local import LocalTree
-from gpstage.storage.registry import get_provider, known_schemes, provider_for
-from gpstage.storage.remote import RemoteTree
+from gpstage.storage.registry import get_provider, known_schemes, local_path_of, provider_for
 from gpstage.urls import split_url
 
-__all__ = ["LocalTree", "RemoteTree", "get_provider", "known_schemes", "open_tree", "provider_for", "read_url",
+__all__ = ["LocalTree", "RemoteTree", "get_provider", "known_schemes", "local_path_of", "open_tree", "provider_for", "read_url",
            "remove_tree", "write_url"]
 
 
@@ -30,18 +31,18 @@ async def open_tree(url: str, report: TransferReport, retry: RetryPolicy | None 
     """The tree under ``url``; remote filesystems are closed on exit. Without ``retry``, the storage
     profile's retry policy for ``url`` applies, else the default one."""
     provider = provider_for(url)
-    if provider.local:
+    if isinstance(provider, LocalProvider):
         yield LocalTree(provider.local_path(url))
         return
-    fs = provider.make_filesystem(url)  # type: ignore[attr-defined]
+    client = provider.connect(url)
     try:
         if retry is None:
             from gpstage.profiles import settings_for
 
             retry = settings_for(url).retry_policy() or RetryPolicy()
-        yield provider.tree(url, fs, retry, report)  # type: ignore[attr-defined]
+        yield provider.tree(url, client, retry, report)
     finally:
-        await provider.close_filesystem(fs)  # type: ignore[attr-defined]
+        await provider.disconnect(client)
 
 
 def _parent_and_name(url: str) -> tuple[str, str]:
@@ -76,7 +77,7 @@ async def remove_tree(url: str, retry: RetryPolicy | None = None) -> int:
     async with open_tree(url, TransferReport("", url), retry) as tree:
         if isinstance(tree, LocalTree):
             return await asyncio.to_thread(_remove_local, tree.root)
-        rels = list(await tree.raw_listing())
+        rels = list(await tree.list_objects())
         await tree.delete(rels)
         await tree.abort_incomplete()  # a killed upload's parts are storage too
         return len(rels)

@@ -10,7 +10,7 @@ workload or managed identity, ``az login``). A profile's ``endpoint`` replaces
 ``https://ACCOUNT.blob.core.windows.net``.
 
 adlfs builds the filesystem; its blob client is created here with the SDK's retries off
-(``retry_total=0``), so gpstage's one policy retries and counts every request (DESIGN.md §6) — except
+(``retry_total=0``), so gpstage's one policy retries and counts every request (docs/design.md §6) — except
 that the SDK's downloader re-reads a truncated chunk body itself, which cannot be switched off. Listings
 are one request per 5,000 blobs (no per-blob HEADs). Files up to 8 MiB are one Put Blob with a
 Content-MD5 the service checks; larger ones are 8 MiB blocks (each checked the same way, a bounded
@@ -29,10 +29,12 @@ import weakref
 from typing import Any, ClassVar
 
 from gpstage.errors import BadInput, GpstageError, MissingDependency, StorageError
-from gpstage.retry import cause_chain, http_status
-from gpstage.storage.base import FsspecProvider, _to_ns, quiet_library_logs
+from gpstage.report import TransferReport
+from gpstage.retry import RetryPolicy
+from gpstage.storage.base import RemoteProvider, RemoteTree
+from gpstage.storage.buckets import BucketTree, quiet_library_logs, read_range, to_ns
+from gpstage.storage.errorfacts import ErrorFacts
 from gpstage.storage.local import LocalTree
-from gpstage.storage.remote import RemoteTree
 from gpstage.storage.tree import Entry
 from gpstage.urls import split_url
 
@@ -81,9 +83,10 @@ def parse_connection_string(conn: str) -> dict[str, str]:
     return {k.strip(): v for k, _, v in (p.partition("=") for p in conn.split(";") if "=" in p)}
 
 
-class AzureProvider(FsspecProvider):
+class AzureProvider(RemoteProvider):
+    """adlfs's filesystem is the client: it builds the blob service client and its credential."""
+
     scheme: ClassVar[str] = "az"
-    protocol: ClassVar[str] = "az"
     extra: ClassVar[str | None] = "azure"
 
     def _split(self, url: str) -> tuple[str, str | None, str]:
@@ -137,7 +140,7 @@ class AzureProvider(FsspecProvider):
                 "read_timeout": profile.read_timeout or READ_TIMEOUT_S, "max_single_put_size": SINGLE_PUT,
                 "max_block_size": BLOCK, "max_single_get_size": GET_CHUNK, "max_chunk_get_size": GET_CHUNK}
 
-    def make_filesystem(self, url: str) -> Any:
+    def connect(self, url: str) -> Any:
         cls = filesystem_class()
         conn = self.connection(url)
         client_opts = self.client_options(url)
@@ -163,54 +166,48 @@ class AzureProvider(FsspecProvider):
                 credential = fs.credential
             return BlobServiceClient(conn["account_url"], credential=credential, **client_opts)
 
-        opts: dict[str, Any] = {k: v for k, v in conn.items() if k in ("connection_string", "account_name", "account_key", "sas_token")}
+        opts: dict[str, Any] = {k: v for k, v in conn.items()
+                                if k in ("connection_string", "account_name", "account_key", "sas_token")}
         opts["anon"] = False
         try:
             return cls(**opts, client_factory=client_factory, asynchronous=True, loop=asyncio.get_running_loop(),
                        skip_instance_cache=True)
         except ImportError as err:
-            raise MissingDependency(f"the az:// scheme needs {err.name}, which is not installed", "pip install 'gpstage[azure]'") from None
+            raise MissingDependency(f"the az:// scheme needs {err.name}, which is not installed",
+                                    "pip install 'gpstage[azure]'") from None
         except ValueError as err:  # a malformed connection string or account URL
             raise BadInput(f"{url}: cannot use the Azure settings ({' '.join(str(err).split())[:200]})",
                            "check AZURE_STORAGE_CONNECTION_STRING / AZURE_STORAGE_ACCOUNT_NAME and the storage profile") from None
 
-    async def close_filesystem(self, fs: Any) -> None:
+    async def disconnect(self, client: Any) -> None:
         """Close the blob client and the identity's token client; drop adlfs's exit-time finalizers, which
         would try again on a loop that is closed by then."""
         try:
-            await fs.service_client.close()
+            await client.service_client.close()
         finally:
-            credential = getattr(fs, "credential", None)
+            credential = getattr(client, "credential", None)
             close = getattr(credential, "close", None)
             if close is not None and asyncio.iscoroutinefunction(close):
                 await close()
             for finalizer in list(getattr(weakref.finalize, "_registry", {})):
                 info = finalizer.peek()
-                if info is not None and info[0] is fs:
+                if info is not None and info[0] is client:
                     finalizer.detach()
 
-    def entry_from_info(self, info: dict[str, Any]) -> Entry:
-        md5 = info.get("content_md5")
-        return Entry(size=int(info.get("size") or 0), etag=info.get("etag"), modified_ns=_to_ns(info.get("last_modified")),
-                     md5=bytes(md5).hex() if md5 else None)  # present for single-shot uploads and gpstage's own
+    def tree(self, url: str, client: Any, retry: RetryPolicy, report: TransferReport) -> RemoteTree:
+        return AzureTree(self, url, client, retry, report)
 
-    def tree(self, url: str, fs: Any, retry: Any, report: Any) -> RemoteTree:
-        return AzureTree(self, url, fs, retry, report)
-
-    def describe_error(self, exc: BaseException, url: str) -> GpstageError:
-        if isinstance(exc, GpstageError):
-            return exc
-        chain = cause_chain(exc)
-        names = {type(e).__name__ for e in chain}
-        codes = {str(getattr(c, "value", c)) for c in (getattr(e, "error_code", None) for e in chain) if c}
-        status = http_status(exc)
-        text = " ".join(str(exc).split())[:200] or type(exc).__name__
+    def specific_error(self, facts: ErrorFacts, url: str) -> GpstageError | None:
+        names, status, text = facts.names, facts.status, facts.text
+        codes = {str(getattr(c, "value", c)) for c in (getattr(e, "error_code", None) for e in facts.chain) if c}
         container = self.fs_path(url).split("/", 1)[0]
         if "ContainerNotFound" in codes:
-            return StorageError(f"{url}: container {container!r} does not exist", "create it, or fix the container name in the URL")
+            return StorageError(f"{url}: container {container!r} does not exist",
+                                "create it, or fix the container name in the URL")
         if "CredentialUnavailableError" in names or (status is None and "ClientAuthenticationError" in names):
             return StorageError(f"{url}: no usable Azure credentials ({text.split('. ')[0][:160]})",
-                                "set AZURE_STORAGE_CONNECTION_STRING, or AZURE_STORAGE_KEY, or log in (az login / a managed identity)")
+                                "set AZURE_STORAGE_CONNECTION_STRING, or AZURE_STORAGE_KEY, "
+                                "or log in (az login / a managed identity)")
         if "ServiceRequestError" in names or "ServiceRequestTimeoutError" in names:
             return StorageError(f"{url}: cannot reach the Azure blob endpoint ({text[:160]})",
                                 "check the account name / BlobEndpoint and that the server is running")
@@ -221,24 +218,22 @@ class AzureProvider(FsspecProvider):
         if status == 403 or codes & {"AuthorizationFailure", "AuthorizationPermissionMismatch", "InsufficientAccountPermissions"}:
             return StorageError(f"{url}: access denied by Azure ({text[:160]})",
                                 "give the identity a Storage Blob Data role on the container, or use a key with access")
-        return super().describe_error(exc, url)
+        return None
 
 
-class AzureTree(RemoteTree):
+class AzureTree(BucketTree):
     """Lists with List Blobs only; uploads exactly the listed bytes, every request MD5-checked."""
 
     def __init__(self, *args: Any) -> None:
         super().__init__(*args)
-        self.container_name, _, key = self.root.partition("/")
-        self.prefix = f"{key}/" if key else ""
-        self.container = self.fs.service_client.get_container_client(self.container_name)
+        self.container = self.client.service_client.get_container_client(self.bucket)
         self.block_slots = asyncio.Semaphore(2 * BLOCKS_IN_FLIGHT)  # blocks in memory across all files of this sync
 
     def blob(self, rel: str) -> Any:
         return self.container.get_blob_client(f"{self.prefix}{rel}")
 
-    async def raw_listing(self) -> dict[str, dict[str, Any]]:
-        out: dict[str, dict[str, Any]] = {}
+    async def list_objects(self) -> dict[str, Entry]:
+        out: dict[str, Entry] = {}
         pages = self.container.list_blobs(name_starts_with=self.prefix or None, include=["metadata"],
                                           results_per_page=LIST_PAGE).by_page()
 
@@ -254,8 +249,9 @@ class AzureTree(RemoteTree):
                 rel = b.name[len(self.prefix):]
                 if (b.metadata or {}).get("hdi_isfolder") == "true":
                     rel += "/"  # a directory of a hierarchical-namespace account: a marker, not a file
-                out[rel] = {"size": b.size, "etag": b.etag, "last_modified": b.last_modified,
-                            "content_md5": b.content_settings.content_md5 if b.content_settings else None}
+                md5 = b.content_settings.content_md5 if b.content_settings else None  # single-shot uploads, and gpstage's
+                out[rel] = Entry(size=int(b.size or 0), etag=b.etag, modified_ns=to_ns(b.last_modified),
+                                 md5=bytes(md5).hex() if md5 else None)
             if not pages.continuation_token:
                 return out
 
@@ -279,7 +275,7 @@ class AzureTree(RemoteTree):
     async def upload(self, local_path: str, rel: str, size: int) -> None:
         """Upload exactly ``size`` bytes (the listed size: a growing log arrives as a consistent prefix)."""
         if size <= SINGLE_PUT:
-            data = await asyncio.to_thread(_read_range, local_path, 0, size)
+            data = await asyncio.to_thread(read_range, local_path, 0, size)
             await self.call(lambda: self._put(rel, data), rel)
         else:
             await self._blocks(local_path, rel, size)
@@ -329,12 +325,7 @@ class AzureTree(RemoteTree):
         """Small blobs into memory and one write, larger ones streamed into a temp file in ``dst``; either
         is renamed into place once its size is verified."""
         if entry.size <= GET_WHOLE:
-            data = await self.read_bytes(rel)
-            if entry.size <= WRITE_IN_LOOP:
-                dst.write_file(dst_rel or rel, data, entry)
-            else:
-                await asyncio.to_thread(dst.write_file, dst_rel or rel, data, entry)
-            return
+            return await self.fetch_whole(rel, entry, dst, dst_rel, in_loop_max=WRITE_IN_LOOP)
         async def fetch(tmp: str) -> None:
             stream = await self.blob(rel).download_blob(max_concurrency=1)  # later chunks pinned to its ETag
             with open(tmp, "wb") as f:
@@ -365,13 +356,7 @@ class AzureTree(RemoteTree):
             await one(marker)
 
 
-def _read_range(path: str, offset: int, length: int) -> bytes:
-    with open(path, "rb") as f:
-        f.seek(offset)
-        return f.read(length)
-
-
 def _read_and_hash(path: str, offset: int, length: int, md5: Any) -> bytes:
-    data = _read_range(path, offset, length)
+    data = read_range(path, offset, length)
     md5.update(data)
     return data

@@ -1,151 +1,242 @@
-"""The storage provider interface: what gpstage needs to know about one URL scheme.
+"""The storage interfaces: what a provider for one URL scheme, and the tree it opens, must do.
 
-A provider is small on purpose (fsspec does the I/O): it names the fsspec protocol, builds the
-filesystem from the ecosystem's standard environment, turns a listing's ``info`` dict into an
-:class:`Entry`, and turns an SDK exception into a one-line error that says what to do. Local schemes
-(``file``, ``nfs``) set ``local = True`` and are synced with plain file operations.
+The model. A storage URL names a directory: ``file:///abs/path``, ``nfs:///abs/path``, or a key prefix
+in a bucket (``s3://bucket/prefix``). A :class:`StorageProvider` serves one scheme. Two kinds exist:
 
-Writing a provider for a new fsspec protocol: subclass :class:`FsspecProvider`, set ``scheme``,
-``protocol`` and ``extra``, override :meth:`filesystem_options` if the SDK needs options, register the
-class under the ``gpstage.storage`` entry-point group. See docs/storage-providers.md.
+- a :class:`LocalProvider` (``file``, ``nfs``) maps a URL to a path on this machine; gpstage syncs it
+  with plain file operations (:class:`~gpstage.storage.local.LocalTree`), and modes and mtimes are the
+  file system's own;
+- a :class:`RemoteProvider` (``s3``, ``gs``, ``az``, any fsspec protocol) connects a client for the URL
+  and opens a :class:`RemoteTree` over it. A tree lists every object under its root in one pass, and
+  moves whole files; gpstage's sync engine plans on top of it, and the tree's shared code (here)
+  keeps the manifest of modes and mtimes (docs/storage-format.md), retries and counts every request
+  by gpstage's one policy (docs/design.md §6), and turns the final failure into one line that says what
+  to do. Object stores drop what the manifest keeps, so a tree never writes modes or mtimes itself.
+
+What a provider author implements: for a remote scheme, :meth:`RemoteProvider.connect`,
+:meth:`RemoteProvider.fs_path` and :meth:`RemoteProvider.tree` (plus :meth:`~RemoteProvider.disconnect`
+and :meth:`~RemoteProvider.specific_error` where it has something to say), and a :class:`RemoteTree`
+subclass with the six abstract methods. For a scheme an fsspec filesystem already serves,
+:class:`~gpstage.storage.generic.FsspecProvider` implements all of it: set ``scheme`` and ``protocol``.
+Register the class under the ``gpstage.storage`` entry-point group; docs/storage-providers.md.
 """
 
 from __future__ import annotations
 
 import asyncio
-from datetime import datetime
-from typing import Any, ClassVar
+from abc import ABC, abstractmethod
+from collections.abc import Awaitable, Callable
+from typing import Any, ClassVar, TypeVar
 
-from gpstage.errors import BadInput, GpstageError, MissingDependency, StorageError
-from gpstage.retry import cause_chain, http_status
-from gpstage.storage.tree import Entry
-from gpstage.urls import split_url
+from gpstage.errors import GpstageError, StorageError
+from gpstage.report import TransferReport
+from gpstage.retry import RetryPolicy
+from gpstage.storage.errorfacts import ErrorFacts
+from gpstage.storage.local import LocalTree, unlink_quietly
+from gpstage.storage.manifest import Manifest
+from gpstage.storage.tree import MANIFEST_NAME, Entry, Tree, check_key, is_reserved
+from gpstage.urls import join_url
+
+T = TypeVar("T")
 
 
-class StorageProvider:
-    """Base of every provider. ``scheme`` is the URL scheme it serves."""
+class StorageProvider(ABC):  # noqa: B024 - abstract by kind: implement LocalProvider or RemoteProvider
+    """Serves the URLs of one ``scheme``. Built once per scheme and shared: it must hold no per-URL state."""
 
     scheme: ClassVar[str] = ""
-    local: ClassVar[bool] = False  # paths live on this machine's file system
-    extra: ClassVar[str | None] = None  # the pip extra that installs its packages, for error messages
+    local: ClassVar[bool] = False  # True: URLs are paths on this machine (LocalProvider)
+    extra: ClassVar[str | None] = None  # the pip extra that installs its packages, named in error messages
 
     def __init__(self, scheme: str | None = None) -> None:
-        if scheme:
+        if scheme:  # one class may serve several spellings (gs/gcs, az/abfs): the instance knows which
             self.scheme = scheme
 
+
+class LocalProvider(StorageProvider):
+    local: ClassVar[bool] = True
+
+    @abstractmethod
     def local_path(self, url: str) -> str:
-        raise NotImplementedError
+        """The absolute, normalised path ``url`` names on this machine. Raises ``BadInput`` for a URL
+        that is not an absolute path. Pure: no file system access."""
 
 
-class FsspecProvider(StorageProvider):
-    """A provider backed by an fsspec filesystem; async implementations are used natively."""
+class RemoteProvider(StorageProvider):
+    """A scheme whose bytes live behind a client: object stores, and fsspec protocols."""
 
-    protocol: ClassVar[str] = ""
-
-    @property
-    def fs_protocol(self) -> str:
-        return self.protocol or self.scheme
-
+    @abstractmethod
     def fs_path(self, url: str) -> str:
-        """The path fsspec uses for ``url`` (for object stores: ``bucket/key``), without trailing '/'."""
-        import fsspec
+        """The store's own name for the directory ``url`` (``bucket/key/prefix``), without a trailing
+        '/'. Keys are literal: never %-decoded or normalised. Raises ``BadInput`` for a URL that names
+        no bucket. Pure: no request."""
 
-        return fsspec.get_filesystem_class(self.fs_protocol)._strip_protocol(url).rstrip("/")
+    @abstractmethod
+    def connect(self, url: str) -> Any:
+        """A client for ``url`` from its storage profile (gpstage.profiles) and the ecosystem's standard
+        environment, created inside the running event loop (async clients bind to it). Makes no request.
+        Raises ``MissingDependency`` naming the extra to install, ``StorageError`` for missing or
+        unusable credentials, ``BadInput`` for malformed settings — one line each."""
 
-    def filesystem_options(self, url: str) -> dict[str, Any]:
-        """Keyword arguments for the fsspec filesystem, from the ecosystem's standard environment."""
-        return {}
+    async def disconnect(self, client: Any) -> None:  # noqa: B027 - a client without connections needs nothing
+        """Release what :meth:`connect` opened. Called exactly once per client, also after a failure."""
 
-    def make_filesystem(self, url: str) -> Any:
-        """Create the filesystem; called inside the running event loop so async ones bind to it."""
-        import fsspec
-
-        try:
-            cls = fsspec.get_filesystem_class(self.fs_protocol)
-        except ImportError as err:
-            raise MissingDependency(
-                f"the {self.scheme}:// scheme needs a package that is not installed ({err})",
-                f"pip install 'gpstage[{self.extra}]'" if self.extra else "install the package named above",
-            ) from None
-        opts = {"skip_instance_cache": True, **self.filesystem_options(url)}
-        if getattr(cls, "async_impl", False):
-            opts.update(asynchronous=True, loop=asyncio.get_running_loop())
-        return cls(**opts)
-
-    async def close_filesystem(self, fs: Any) -> None:
-        """Release connections; the default does nothing."""
-
-    def entry_from_info(self, info: dict[str, Any]) -> Entry:
-        """An :class:`Entry` from a listing's info dict; ``etag`` must identify the stored bytes."""
-        modified = _to_ns(info.get("LastModified") or info.get("last_modified") or info.get("updated") or info.get("mtime") or info.get("created"))
-        etag = info.get("ETag") or info.get("etag")
-        if not etag and modified is not None:
-            etag = f"t{modified}"  # no ETag: size + write time identify the object well enough
-        return Entry(size=int(info.get("size") or 0), etag=etag, modified_ns=modified)
-
-    def tree(self, url: str, fs: Any, retry: Any, report: Any) -> Any:
-        """The :class:`~gpstage.storage.remote.RemoteTree` for ``url``; providers may return a subclass."""
-        from gpstage.storage.remote import RemoteTree
-
-        return RemoteTree(self, url, fs, retry, report)
-
-    def upload_options(self, size: int) -> dict[str, Any]:
-        """Extra keyword arguments for ``put_file`` (e.g. chunk sizes that bound memory)."""
-        return {}
+    @abstractmethod
+    def tree(self, url: str, client: Any, retry: RetryPolicy, report: TransferReport) -> RemoteTree:
+        """The tree under ``url``, using ``client``; every request it makes is counted in ``report``."""
 
     def describe_error(self, exc: BaseException, url: str) -> GpstageError:
-        """Turn a final (non-retried or retried-out) SDK error into a one-line error with a fix."""
+        """The one-line error for a final (not, or no longer, retried) failure at ``url``: what this
+        provider knows (:meth:`specific_error`) first, then what any HTTP store means by it."""
         if isinstance(exc, GpstageError):
             return exc
-        status = http_status(exc)
-        text = _first_line(exc)
-        for e in cause_chain(exc):
-            if isinstance(e, FileNotFoundError) or status == 404:
-                return StorageError(f"{url}: not found ({text})", "check the bucket/container name and the path")
-            if isinstance(e, PermissionError) or status in (401, 403):
-                return StorageError(f"{url}: access denied ({text})", "check the credentials and their permissions")
-        return StorageError(f"{url}: {text}", "check the endpoint and credentials; the operation was retried")
+        facts = ErrorFacts.of(exc)
+        return self.specific_error(facts, url) or generic_error(facts, url)
 
-
-def bucket_path(url: str) -> str:
-    """``bucket/key/prefix`` of an object-store URL; keys are literal (never decoded or normalised)."""
-    scheme, rest = split_url(url)
-    path = rest.rstrip("/")
-    if not path or path.startswith("/"):
-        raise BadInput(f"{url!r} names no bucket", f"write {scheme}://BUCKET/prefix")
-    return path
-
-
-def quiet_library_logs(name: str) -> None:
-    """A NullHandler on an SDK's logger: its warnings reach an application's logging setup if there is
-    one, and are otherwise not printed by Python's last-resort handler (errors are gpstage's one line)."""
-    import logging
-
-    logger = logging.getLogger(name)
-    if not any(isinstance(h, logging.NullHandler) for h in logger.handlers):
-        logger.addHandler(logging.NullHandler())
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip() or type(exc).__name__
-    return text.splitlines()[0][:300]
-
-
-def _to_ns(value: Any) -> int | None:
-    if value is None:
-        return None
-    if isinstance(value, datetime):
-        return int(value.timestamp() * 1e9)
-    if isinstance(value, (int, float)):
-        return int(value * 1e9) if value < 1e11 else int(value)
-    try:
-        return int(datetime.fromisoformat(str(value).replace("Z", "+00:00")).timestamp() * 1e9)
-    except ValueError:
+    def specific_error(self, facts: ErrorFacts, url: str) -> GpstageError | None:
+        """This store's reading of an error (missing bucket, refused credentials, unreachable
+        endpoint…), or None to leave it to the generic reading."""
         return None
 
 
-def require_absolute_local(url: str) -> str:
-    scheme, rest = split_url(url)
-    if not rest.startswith("/"):
-        raise BadInput(f"{url!r}: {scheme}:// URLs need an absolute path", f"write {scheme}:///absolute/path (three slashes)")
-    return rest
+def generic_error(facts: ErrorFacts, url: str) -> GpstageError:
+    if facts.not_found:
+        return StorageError(f"{url}: not found ({facts.text})", "check the bucket/container name and the path")
+    if facts.denied:
+        return StorageError(f"{url}: access denied ({facts.text})", "check the credentials and their permissions")
+    return StorageError(f"{url}: {facts.text}", "check the endpoint and credentials; the operation was retried")
+
+
+class RemoteTree(ABC):
+    """The objects under ``url`` (a key prefix), as one tree of files.
+
+    Every abstract method makes its requests through :meth:`call`, so each is retried by gpstage's
+    policy, counted, and ends — when it fails for good — in the provider's one-line error. Relative
+    keys (``rel``) use '/' and have been checked by :func:`~gpstage.storage.tree.check_key`.
+    """
+
+    def __init__(self, provider: RemoteProvider, url: str, client: Any, retry: RetryPolicy, report: TransferReport) -> None:
+        self.provider = provider
+        self.url = url
+        self.client = client
+        self.root = provider.fs_path(url)
+        self.retry = retry
+        self.report = report
+        self.manifest = Manifest()  # every manifest the listing found, merged
+        self.root_manifest = Manifest()  # the one stored at the root, which write_manifest replaces
+
+    # ---- what a store implements ---------------------------------------------------------------
+    @abstractmethod
+    async def list_objects(self) -> dict[str, Entry]:
+        """Every object under the root, in as few requests as the store allows (no per-object HEADs):
+        relative key → :class:`Entry` with ``size``, an ``etag`` that changes exactly when the bytes do,
+        ``modified_ns`` and, where the listing gives it, ``md5``. Nothing is filtered: reserved names,
+        directory markers (keys ending in '/') and unsafe keys are returned as listed."""
+
+    @abstractmethod
+    async def read_bytes(self, rel: str) -> bytes:
+        """The whole object ``rel``; a missing one raises (FileNotFoundError or the store's 404)."""
+
+    @abstractmethod
+    async def write_bytes(self, rel: str, data: bytes) -> None:
+        """Store ``data`` as ``rel``, replacing it; readers see the old or the new object, never a mix."""
+
+    @abstractmethod
+    async def upload(self, local_path: str, rel: str, size: int) -> None:
+        """Store exactly the first ``size`` bytes of ``local_path`` (the listed size: a file that grows
+        meanwhile arrives as a consistent prefix) as ``rel``. Verify the bytes where the store can (a
+        Content-MD5, a returned checksum). Bound memory: large files go in parts. A killed upload leaves
+        no object under ``rel`` (parts at most: :meth:`abort_incomplete`)."""
+
+    @abstractmethod
+    async def download(self, rel: str, entry: Entry, dst: LocalTree, dst_rel: str | None = None) -> None:
+        """Fetch ``rel`` (listed as ``entry``) to ``dst_rel or rel`` in ``dst`` atomically, with the
+        entry's mode and mtime: :meth:`fetch_into` does the temp-file, verify and rename part."""
+
+    @abstractmethod
+    async def delete(self, rels: list[str]) -> None:
+        """Remove these objects (batched where the store allows); a missing one is not an error."""
+
+    def multipart(self, size: int) -> bool:
+        """Whether an upload of ``size`` bytes leaves resumable state behind if killed (S3 multipart)."""
+        return False
+
+    async def abort_incomplete(self, rels: list[str] | None = None) -> int:
+        """Abort uploads a killed writer left unfinished (for ``rels``, or all); stores without them: 0."""
+        return 0
+
+    # ---- written once, for every store -----------------------------------------------------------
+    def key(self, rel: str) -> str:
+        return f"{self.root}/{rel}" if rel else self.root
+
+    async def call(self, op: Callable[[], Awaitable[T]], rel: str = "") -> T:
+        """Run ``op`` under the retry policy; count requests and retries; translate the final error."""
+
+        async def counted() -> T:
+            self.report.requests += 1
+            return await op()
+
+        def on_retry(_: BaseException) -> None:
+            self.report.retries += 1
+
+        try:
+            return await self.retry.run(counted, on_retry)
+        except Exception as exc:
+            raise self.provider.describe_error(exc, join_url(self.url, rel)) from exc
+
+    async def scan(self) -> Tree:
+        """The tree as gpstage sees it: reserved names hidden, unsafe keys refused, manifest applied."""
+        tree = Tree()
+        manifests = []
+        for rel, entry in (await self.list_objects()).items():
+            if not rel:
+                continue  # a "folder" marker object for the root itself
+            head, _, name = rel.rpartition("/")
+            if rel.endswith("/"):  # a "directory marker" object written by some tools
+                tree.dirs[check_key(rel.rstrip("/"), self.url)] = None
+                continue
+            if is_reserved(name):
+                if name == MANIFEST_NAME:
+                    manifests.append(head)
+                continue
+            tree.files[check_key(rel, self.url)] = entry
+        for rel in sorted(p.rpartition("/")[0] for p in tree.files):
+            while rel and rel not in tree.dirs:
+                tree.dirs[rel] = None
+                rel = rel.rpartition("/")[0]
+        self.manifest = Manifest()
+        for prefix in sorted(manifests, key=len):
+            found = Manifest.parse(await self.read_bytes(f"{prefix}/{MANIFEST_NAME}" if prefix else MANIFEST_NAME), prefix)
+            if not prefix:
+                self.root_manifest = found
+            self.manifest.merge(found)
+        self.manifest.apply(tree, self.url)
+        return tree
+
+    async def fetch_into(self, rel: str, entry: Entry, dst: LocalTree, dst_rel: str | None,
+                         fetch: Callable[[str], Awaitable[Any]]) -> None:
+        """``fetch(tmp)`` (retried as one request) writes the object to a temp file beside its final name in
+        ``dst``; it is renamed into place once its size is verified, and removed whatever happens."""
+        final, tmp = await asyncio.to_thread(dst.prepare, dst_rel or rel)
+        try:
+            await self.call(lambda: fetch(tmp), rel)
+            await asyncio.to_thread(dst.commit, tmp, final, entry.size, entry.mode, entry.time_ns)
+        finally:
+            await asyncio.to_thread(unlink_quietly, tmp)
+
+    async def fetch_whole(self, rel: str, entry: Entry, dst: LocalTree, dst_rel: str | None, in_loop_max: int = 0) -> None:
+        """A small object in one request and one atomic write, with the entry's mode and mtime. The write
+        happens in the event loop up to ``in_loop_max`` bytes (a thread hop would cost more), else in a
+        worker thread, where creating files (~0.2 ms of kernel time each) overlaps the loop's requests."""
+        data = await self.read_bytes(rel)
+        if entry.size <= in_loop_max:
+            dst.write_file(dst_rel or rel, data, entry)
+        else:
+            await asyncio.to_thread(dst.write_file, dst_rel or rel, data, entry)
+
+    async def write_manifest(self, manifest: Manifest) -> bool:
+        """Store ``manifest`` at the root unless the stored one already says the same; True if written."""
+        if manifest.same_content(self.root_manifest):
+            return False
+        await self.write_bytes(MANIFEST_NAME, manifest.dumps())
+        self.root_manifest = manifest
+        return True

@@ -6,7 +6,7 @@ Credentials (``GOOGLE_APPLICATION_CREDENTIALS``, ``gcloud auth application-defau
 server on Google Cloud); project: ``GOOGLE_CLOUD_PROJECT`` (or the profile's, or the credentials' own).
 
 gcsfs only carries the requests (its session, auth headers and error mapping): its retry loops are
-removed, so gpstage's one policy retries and counts every request (DESIGN.md §6). Listings are one
+removed, so gpstage's one policy retries and counts every request (docs/design.md §6). Listings are one
 request per 1,000 objects and give ``md5Hash`` and ``generation``, so there are no per-object HEADs, the
 MD5 is known for ``--checksum`` and the ETag is the generation (it changes exactly when the bytes do).
 Uploads send exactly the listed number of bytes: up to 8 MiB in one request whose MD5 the store checks,
@@ -26,10 +26,12 @@ from contextlib import suppress
 from typing import Any, ClassVar
 
 from gpstage.errors import GpstageError, MissingDependency, StorageError
-from gpstage.retry import cause_chain, http_status
-from gpstage.storage.base import FsspecProvider, _to_ns, bucket_path, quiet_library_logs
+from gpstage.report import TransferReport
+from gpstage.retry import RetryPolicy, http_status
+from gpstage.storage.base import RemoteProvider, RemoteTree
+from gpstage.storage.buckets import BucketTree, bucket_path, quiet_library_logs, read_range, to_ns
+from gpstage.storage.errorfacts import ErrorFacts
 from gpstage.storage.local import LocalTree
-from gpstage.storage.remote import RemoteTree
 from gpstage.storage.tree import Entry
 
 HNS_ENV = "GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT"  # gcsfs's bucket-type probe (gRPC): a 60 s stall off Google
@@ -117,9 +119,10 @@ class TokenUnavailable(ConnectionError):
     """The OAuth token endpoint (or the metadata server) could not be reached; transient."""
 
 
-class GcsProvider(FsspecProvider):
+class GcsProvider(RemoteProvider):
+    """gcsfs's filesystem is the client: its session, auth headers and error mapping, nothing more."""
+
     scheme: ClassVar[str] = "gs"
-    protocol: ClassVar[str] = "gs"
     extra: ClassVar[str | None] = "gcs"
 
     def fs_path(self, url: str) -> str:
@@ -146,42 +149,31 @@ class GcsProvider(FsspecProvider):
         try:
             import aiohttp
         except ImportError:
-            raise MissingDependency("the gs:// scheme needs aiohttp, which is not installed", "pip install 'gpstage[gcs]'") from None
+            raise MissingDependency("the gs:// scheme needs aiohttp, which is not installed",
+                                    "pip install 'gpstage[gcs]'") from None
         timeout = aiohttp.ClientTimeout(total=None, sock_connect=profile.connect_timeout or CONNECT_TIMEOUT_S,
                                         sock_read=profile.read_timeout or READ_TIMEOUT_S)
         return {"token": token, "project": project or found or "", "endpoint_url": endpoint,
                 "requests_timeout": timeout, "consistency": "none"}
 
-    def make_filesystem(self, url: str) -> Any:
+    def connect(self, url: str) -> Any:
         cls = filesystem_class()
         return cls(**self.filesystem_options(url), asynchronous=True, loop=asyncio.get_running_loop(), skip_instance_cache=True)
 
-    async def close_filesystem(self, fs: Any) -> None:
-        session = getattr(fs, "_session", None)
+    async def disconnect(self, client: Any) -> None:
+        session = getattr(client, "_session", None)
         if session is not None and not session.closed:
             await session.close()
 
-    def entry_from_info(self, info: dict[str, Any]) -> Entry:
-        generation = info.get("generation")
-        etag = f"g{generation}" if generation else info.get("etag")  # the generation changes iff the bytes do
-        modified = _to_ns(info.get("timeCreated") or info.get("updated"))  # when this generation was written
-        return Entry(size=int(info.get("size") or 0), etag=etag, modified_ns=modified, md5=b64_to_hex(info.get("md5Hash")))
+    def tree(self, url: str, client: Any, retry: RetryPolicy, report: TransferReport) -> RemoteTree:
+        return GcsTree(self, url, client, retry, report)
 
-    def tree(self, url: str, fs: Any, retry: Any, report: Any) -> RemoteTree:
-        return GcsTree(self, url, fs, retry, report)
-
-    def describe_error(self, exc: BaseException, url: str) -> GpstageError:
-        if isinstance(exc, GpstageError):
-            return exc
-        chain = cause_chain(exc)
-        names = {type(e).__name__ for e in chain}
-        status = http_status(exc)
-        text = " ".join(str(exc).split())[:200] or type(exc).__name__
+    def specific_error(self, facts: ErrorFacts, url: str) -> GpstageError | None:
+        chain, names, status, text = facts.chain, facts.names, facts.status, facts.text
         bucket = self.fs_path(url).split("/", 1)[0]
         if any(isinstance(e, NoSuchBucket) for e in chain):
             return StorageError(f"{url}: bucket {bucket!r} does not exist", "create it, or fix the bucket name in the URL")
-        if names & {"ClientConnectorError", "ClientConnectorDNSError", "ConnectionRefusedError", "ServerTimeoutError",
-                    "ConnectionTimeoutError", "SocketTimeoutError"}:
+        if facts.unreachable:
             where = self._endpoint(url) or "storage.googleapis.com"
             return StorageError(f"{url}: cannot reach the GCS endpoint {where}",
                                 "check STORAGE_EMULATOR_HOST (or the network to Google) and that the server is running")
@@ -195,7 +187,15 @@ class GcsProvider(FsspecProvider):
             return StorageError(f"{url}: {text}", "re-run the same command: it transfers only what is missing")
         if "TokenUnavailable" in names:
             return StorageError(f"{url}: {text}", "check the network to Google's token endpoint (or the metadata server)")
-        return super().describe_error(exc, url)
+        return None
+
+
+def entry_from_object(obj: dict[str, Any]) -> Entry:
+    """An :class:`Entry` from an objects.list item: the ETag is the generation, which changes exactly
+    when the bytes do, and the time is when this generation was written."""
+    generation = obj.get("generation")
+    return Entry(size=int(obj.get("size") or 0), etag=f"g{generation}" if generation else obj.get("etag"),
+                 modified_ns=to_ns(obj.get("timeCreated") or obj.get("updated")), md5=b64_to_hex(obj.get("md5Hash")))
 
 
 def b64_to_hex(value: Any) -> str | None:
@@ -233,39 +233,34 @@ def _credentials_from_file(path: str, url: str) -> tuple[Any, str | None]:
     return creds, project
 
 
-class GcsTree(RemoteTree):
+class GcsTree(BucketTree):
     """Lists with objects.list only (no HEADs); uploads exactly the listed bytes with their MD5 checked."""
 
     def __init__(self, *args: Any) -> None:
         super().__init__(*args)
-        self.bucket, _, key = self.root.partition("/")
-        self.prefix = f"{key}/" if key else ""
-        self.upload_base = f"{self.fs._location}/upload/storage/v1/b/{_quote(self.bucket)}/o"
+        self.upload_base = f"{self.client._location}/upload/storage/v1/b/{_quote(self.bucket)}/o"
 
-    def object_key(self, rel: str) -> str:
-        return f"{self.prefix}{rel}"
-
-    async def raw_listing(self) -> dict[str, dict[str, Any]]:
-        out: dict[str, dict[str, Any]] = {}
+    async def list_objects(self) -> dict[str, Entry]:
+        out: dict[str, Entry] = {}
         token: str | None = None
         while True:
             page = await self.call(lambda t=token: self._list_page(t))
             for obj in page.get("items") or ():
-                out[obj["name"][len(self.prefix):]] = obj
+                out[obj["name"][len(self.prefix):]] = entry_from_object(obj)
             token = page.get("nextPageToken")
             if not token:
                 return out
 
     async def _list_page(self, token: str | None) -> dict[str, Any]:
         try:
-            return await self.fs._call("GET", "b/{}/o", self.bucket, prefix=self.prefix or None, pageToken=token,
+            return await self.client._call("GET", "b/{}/o", self.bucket, prefix=self.prefix or None, pageToken=token,
                                        maxResults=LIST_PAGE, fields=LIST_FIELDS, json_out=True)
         except FileNotFoundError as err:
             raise NoSuchBucket(f"bucket {self.bucket!r} does not exist") from err
 
     async def read_bytes(self, rel: str) -> bytes:
         async def get() -> bytes:
-            _, body = await self.fs._call("GET", "b/{}/o/{}", self.bucket, self.object_key(rel), alt="media")
+            _, body = await self.client._call("GET", "b/{}/o/{}", self.bucket, self.object_key(rel), alt="media")
             return body
 
         return await self.call(get, rel)
@@ -277,7 +272,7 @@ class GcsTree(RemoteTree):
         """Upload exactly ``size`` bytes (the listed size: a growing log arrives as a consistent prefix)."""
         key = self.object_key(rel)
         if size <= SIMPLE_MAX:
-            data = await asyncio.to_thread(_read_range, local_path, 0, size)
+            data = await asyncio.to_thread(read_range, local_path, 0, size)
             await self.call(lambda: self._simple_upload(key, data), rel)
         else:
             await self.call(lambda: self._resumable_upload(local_path, key, size), rel)
@@ -287,19 +282,21 @@ class GcsTree(RemoteTree):
         md5 = base64.b64encode(hashlib.md5(data, usedforsecurity=False).digest()).decode()
         boundary = f"gpstage-{secrets.token_hex(16)}"
         meta = json.dumps({"name": key, "md5Hash": md5})
+        closing_boundary = f"\r\n--{boundary}--\r\n".encode()
         body = (f"--{boundary}\r\nContent-Type: application/json; charset=UTF-8\r\n\r\n{meta}\r\n"
-                f"--{boundary}\r\nContent-Type: application/octet-stream\r\n\r\n").encode() + data + f"\r\n--{boundary}--\r\n".encode()
+                f"--{boundary}\r\nContent-Type: application/octet-stream\r\n\r\n").encode() + data + closing_boundary
         try:
-            obj = await self.fs._call("POST", self.upload_base, uploadType="multipart", data=body, json_out=True,
+            obj = await self.client._call("POST", self.upload_base, uploadType="multipart", data=body, json_out=True,
                                       headers={"Content-Type": f'multipart/related; boundary="{boundary}"'})
         except Exception as err:  # GCS refuses bytes whose MD5 differs from md5Hash (400)
             if "md5" in str(err).lower() and http_status(err) in (None, 400):
-                raise ChecksumMismatch(f"gs://{self.bucket}/{key}: the bytes arrived damaged ({' '.join(str(err).split())[:120]})") from err
+                raise ChecksumMismatch(f"gs://{self.bucket}/{key}: the bytes arrived damaged "
+                                       f"({' '.join(str(err).split())[:120]})") from err
             raise
         return await self._check_md5(key, obj, md5)
 
     async def _resumable_upload(self, local_path: str, key: str, size: int) -> None:
-        headers, _ = await self.fs._call("POST", self.upload_base, uploadType="resumable", json={"name": key},
+        headers, _ = await self.client._call("POST", self.upload_base, uploadType="resumable", json={"name": key},
                                          headers={"X-Upload-Content-Type": "application/octet-stream",
                                                   "X-Upload-Content-Length": str(size)})
         session = headers["Location"]
@@ -313,7 +310,7 @@ class GcsTree(RemoteTree):
                     raise StorageError(f"{local_path} shrank while it was uploaded", "re-run the sync once the file is complete")
                 end = offset + len(data) - 1
                 self.report.requests += 1  # the call that runs this counted the session's start; each chunk is one more
-                resp_headers, body = await self.fs._call("PUT", session, data=data, headers={
+                resp_headers, body = await self.client._call("PUT", session, data=data, headers={
                     "Content-Range": f"bytes {offset}-{end}/{size}", "Content-Type": "application/octet-stream"})
                 if body:  # the last chunk: the object resource
                     obj = json.loads(body)
@@ -321,7 +318,8 @@ class GcsTree(RemoteTree):
                     break
                 stored = _persisted(resp_headers)  # 308 Resume Incomplete, Range: what the store kept
                 if not offset < stored <= end + 1:
-                    raise UploadStalled(f"resumable upload of gs://{self.bucket}/{key} kept bytes up to {stored}, sent {offset}-{end}")
+                    raise UploadStalled(f"resumable upload of gs://{self.bucket}/{key} kept bytes up to {stored}, "
+                                        f"sent {offset}-{end}")
                 md5.update(data[:stored - offset])
                 offset = stored
         if obj is None:
@@ -332,7 +330,7 @@ class GcsTree(RemoteTree):
         stored = obj.get("md5Hash")
         if stored and stored != sent:
             with suppress(Exception):  # never leave damaged bytes under the name: the next sync would believe them
-                await self.fs._call("DELETE", "b/{}/o/{}", self.bucket, key)
+                await self.client._call("DELETE", "b/{}/o/{}", self.bucket, key)
             raise ChecksumMismatch(f"gs://{self.bucket}/{key} was stored with MD5 {b64_to_hex(stored)}, not {b64_to_hex(sent)}")
         return obj
 
@@ -340,13 +338,8 @@ class GcsTree(RemoteTree):
         """One GET: small objects into memory and one write, larger ones streamed into a temp file in
         ``dst``; either is renamed into place once its size is verified."""
         if entry.size <= GET_WHOLE:
-            data = await self.read_bytes(rel)
-            if entry.size <= WRITE_IN_LOOP:
-                dst.write_file(dst_rel or rel, data, entry)
-            else:
-                await asyncio.to_thread(dst.write_file, dst_rel or rel, data, entry)
-            return
-        await self.fetch_into(rel, entry, dst, dst_rel, lambda tmp: self.fs._get_file_request(
+            return await self.fetch_whole(rel, entry, dst, dst_rel, in_loop_max=WRITE_IN_LOOP)
+        await self.fetch_into(rel, entry, dst, dst_rel, lambda tmp: self.client._get_file_request(
             f"{self.bucket}/{self.object_key(rel)}", tmp, consistency="none"))
 
     async def delete(self, rels: list[str]) -> None:
@@ -356,7 +349,7 @@ class GcsTree(RemoteTree):
         async def one(rel: str) -> None:
             async def op() -> None:
                 try:
-                    await self.fs._call("DELETE", "b/{}/o/{}", self.bucket, self.object_key(rel))
+                    await self.client._call("DELETE", "b/{}/o/{}", self.bucket, self.object_key(rel))
                 except FileNotFoundError:
                     pass
 
@@ -376,9 +369,3 @@ def _quote(s: str) -> str:
     from urllib.parse import quote
 
     return quote(s, safe="")
-
-
-def _read_range(path: str, offset: int, length: int) -> bytes:
-    with open(path, "rb") as f:
-        f.seek(offset)
-        return f.read(length)

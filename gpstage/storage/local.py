@@ -72,7 +72,7 @@ class LocalTree:
             name = de.name
             if is_reserved(name):
                 if name.startswith(TEMP_PREFIX) and _stale_temp(name):
-                    _unlink_quietly(de.path)
+                    unlink_quietly(de.path)
                 continue
             child_rel = f"{rel}/{name}" if rel else name
             target = de.path
@@ -96,7 +96,8 @@ class LocalTree:
                 tree.dirs[child_rel] = stat.S_IMODE(st.st_mode)
                 self._walk(target, child_rel, real_root, ancestors | {real}, tree)
             elif stat.S_ISREG(st.st_mode):
-                tree.files[child_rel] = Entry(size=st.st_size, mtime_ns=st.st_mtime_ns, mode=stat.S_IMODE(st.st_mode), path=target)
+                tree.files[child_rel] = Entry(size=st.st_size, mtime_ns=st.st_mtime_ns, mode=stat.S_IMODE(st.st_mode),
+                                              path=target)
 
     # ---- writes ---------------------------------------------------------------------------
     def path_of(self, rel: str) -> str:
@@ -128,7 +129,7 @@ class LocalTree:
             yield tmp
             self.commit(tmp, final, size, mode, mtime_ns)
         finally:
-            _unlink_quietly(tmp)  # gone already after a successful rename
+            unlink_quietly(tmp)  # gone already after a successful rename
 
     @staticmethod
     def commit(tmp: str, final: str, expected_size: int, mode: int | None, mtime_ns: int | None,
@@ -147,7 +148,8 @@ class LocalTree:
         try:
             os.replace(tmp, final)
         except IsADirectoryError:
-            raise StorageError(f"cannot write file {final}: a directory of that name exists", "remove it or sync with --delete") from None
+            raise StorageError(f"cannot write file {final}: a directory of that name exists",
+                               "remove it or sync with --delete") from None
 
     def copy_in(self, src: str, rel: str, entry: Entry) -> None:
         """Copy local file ``src`` to ``rel`` atomically, keeping mode and mtime.
@@ -167,7 +169,7 @@ class LocalTree:
                 f.write(data)
             self.commit(tmp, final, size, mode, mtime, written=len(data))
         finally:
-            _unlink_quietly(tmp)
+            unlink_quietly(tmp)
 
     def set_meta(self, rel: str, mode: int | None, mtime_ns: int | None) -> None:
         p = self.path_of(rel)
@@ -177,7 +179,7 @@ class LocalTree:
             os.utime(p, ns=(mtime_ns, mtime_ns))
 
     def remove(self, rel: str) -> None:
-        _unlink_quietly(self.path_of(rel))
+        unlink_quietly(self.path_of(rel))
 
     def remove_empty_dirs(self, rels: list[str]) -> int:
         """Remove dirs deepest first if empty; return how many went."""
@@ -191,7 +193,7 @@ class LocalTree:
         return removed
 
 
-def _unlink_quietly(path: str) -> None:
+def unlink_quietly(path: str) -> None:
     try:
         os.unlink(path)
     except FileNotFoundError:

@@ -1,4 +1,4 @@
-"""The on-storage format that keeps what object stores drop: modes, mtimes, empty dirs (DESIGN.md §5).
+"""The on-storage format that keeps what object stores drop: modes, mtimes, empty dirs (docs/design.md §5).
 
 Format (documented in docs/storage-format.md; change it only with a new ``version``): a JSON object
 stored as ``.gpstage-manifest.json`` at the root of every tree gpstage uploads::

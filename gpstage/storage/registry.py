@@ -11,7 +11,8 @@ from functools import cache
 
 from gpstage.errors import BadInput
 from gpstage.plugins import PluginRegistry
-from gpstage.storage.base import FsspecProvider, StorageProvider
+from gpstage.storage.base import LocalProvider, StorageProvider
+from gpstage.storage.generic import FsspecProvider
 from gpstage.urls import split_url
 
 ENTRY_POINT_GROUP = "gpstage.storage"
@@ -49,3 +50,9 @@ def get_provider(scheme: str) -> StorageProvider:
 
 def provider_for(url: str) -> StorageProvider:
     return get_provider(split_url(url).scheme)
+
+
+def local_path_of(url: str) -> str | None:
+    """The path ``url`` names on this machine (``file``/``nfs``), or None for a remote URL."""
+    provider = provider_for(url)
+    return provider.local_path(url) if isinstance(provider, LocalProvider) else None

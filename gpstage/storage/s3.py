@@ -4,7 +4,8 @@ Endpoint: ``AWS_ENDPOINT_URL_S3`` or ``AWS_ENDPOINT_URL``; credentials: ``AWS_AC
 ``AWS_SECRET_ACCESS_KEY`` / ``AWS_SESSION_TOKEN``, else whatever botocore's credential chain finds
 (``AWS_PROFILE``, SSO, job roles on AWS Batch); region: ``AWS_REGION`` / ``AWS_DEFAULT_REGION``.
 Requests go through gpstage's lean client (:mod:`gpstage.storage.s3client`); there is no SDK retry
-loop underneath, gpstage's policy retries and counts every request (DESIGN.md §6).
+loop underneath, gpstage's policy retries and counts every request (docs/design.md §6). Why a client of
+gpstage's own and not botocore/s3fs: docs/design.md, "Why gpstage's own S3 client".
 """
 
 from __future__ import annotations
@@ -15,10 +16,12 @@ from contextlib import suppress
 from typing import Any, ClassVar
 
 from gpstage.errors import GpstageError, MissingDependency, StorageError
-from gpstage.retry import cause_chain, error_code
-from gpstage.storage.base import FsspecProvider, bucket_path
+from gpstage.report import TransferReport
+from gpstage.retry import RetryPolicy
+from gpstage.storage.base import RemoteProvider, RemoteTree
+from gpstage.storage.buckets import BucketTree, bucket_path, read_range, to_ns
+from gpstage.storage.errorfacts import ErrorFacts
 from gpstage.storage.local import LocalTree
-from gpstage.storage.remote import RemoteTree
 from gpstage.storage.tree import Entry
 
 PART_SIZE = 8 * 2**20  # files above this go multipart, in parts of this size (aws CLI's default)
@@ -36,22 +39,22 @@ def endpoint_url() -> str | None:
     return os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL") or None
 
 
-class S3Provider(FsspecProvider):
+class S3Provider(RemoteProvider):
     scheme: ClassVar[str] = "s3"
-    protocol: ClassVar[str] = "s3"
     extra: ClassVar[str | None] = "s3"
 
     def fs_path(self, url: str) -> str:
         return bucket_path(url)
 
-    def make_filesystem(self, url: str) -> Any:
+    def connect(self, url: str) -> Any:
         """A client for ``url``: its storage profile first, then the standard AWS environment."""
         from gpstage.profiles import settings_for
 
         try:
             from gpstage.storage.s3client import NoCredentialsError, S3Client, credential_source, default_region
         except ImportError as err:
-            raise MissingDependency(f"the s3:// scheme needs {err.name}, which is not installed", "pip install 'gpstage[s3]'") from None
+            raise MissingDependency(f"the s3:// scheme needs {err.name}, which is not installed",
+                                    "pip install 'gpstage[s3]'") from None
         profile = settings_for(url)
         try:
             creds = credential_source(profile.secret("access_key_id"), profile.secret("secret_access_key"),
@@ -62,34 +65,27 @@ class S3Provider(FsspecProvider):
             raise
         except ImportError:
             raise MissingDependency("no AWS credentials in the environment, and botocore (to read profiles and roles) "
-                                    "is not installed", "set AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY or pip install 'gpstage[s3]'") from None
+                                    "is not installed",
+                                    "set AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY or pip install 'gpstage[s3]'") from None
         except Exception as err:  # noqa: BLE001 - botocore's profile errors (ProfileNotFound, ...) in one line
-            raise StorageError(f"{url}: cannot load AWS credentials ({err})", "check aws_profile / key_file / AWS_PROFILE") from None
+            raise StorageError(f"{url}: cannot load AWS credentials ({err})",
+                               "check aws_profile / key_file / AWS_PROFILE") from None
         return S3Client(profile.endpoint or endpoint_url(), profile.region or default_region(), creds,
                         connect_timeout=profile.connect_timeout or CONNECT_TIMEOUT_S,
                         read_timeout=profile.read_timeout or READ_TIMEOUT_S, pool=POOL)
 
-    async def close_filesystem(self, fs: Any) -> None:
-        await fs.close()
+    async def disconnect(self, client: Any) -> None:
+        await client.close()
 
-    def entry_from_info(self, info: dict[str, Any]) -> Entry:
-        entry = super().entry_from_info(info)
-        etag = (entry.etag or "").strip('"')
-        if etag and "-" not in etag and len(etag) == 32:
-            entry.md5 = etag  # single-part uploads: the ETag is the MD5 of the content
-        return entry
+    def tree(self, url: str, client: Any, retry: RetryPolicy, report: TransferReport) -> RemoteTree:
+        return S3Tree(self, url, client, retry, report)
 
-    def tree(self, url: str, fs: Any, retry: Any, report: Any) -> RemoteTree:
-        return S3Tree(self, url, fs, retry, report)
-
-    def describe_error(self, exc: BaseException, url: str) -> GpstageError:
-        names = {type(e).__name__ for e in cause_chain(exc)}
-        code = error_code(exc)
+    def specific_error(self, facts: ErrorFacts, url: str) -> GpstageError | None:
+        names, code = facts.names, facts.code
         if "NoCredentialsError" in names or "PartialCredentialsError" in names:
             return StorageError(f"{url}: no AWS credentials found",
                                 "set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or AWS_PROFILE, in the environment")
-        if names & {"ClientConnectorError", "ConnectionRefusedError", "ClientConnectorDNSError", "ServerTimeoutError",
-                    "ConnectionTimeoutError", "SocketTimeoutError"}:
+        if facts.unreachable:
             from gpstage.profiles import settings_for
 
             where = settings_for(url).endpoint or endpoint_url() or "the AWS default endpoint"
@@ -102,40 +98,38 @@ class S3Provider(FsspecProvider):
             return StorageError(f"{url}: S3 refused the credentials ({code})",
                                 "check AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY / AWS_PROFILE and the bucket policy")
         if code in ("PermanentRedirect", "AuthorizationHeaderMalformed", "IncorrectEndpoint"):
-            region = next((e.headers.get("x-amz-bucket-region") for e in cause_chain(exc) if hasattr(e, "headers")), None)
+            region = next((e.headers.get("x-amz-bucket-region") for e in facts.chain if hasattr(e, "headers")), None)
             return StorageError(f"{url}: the bucket is in another region{f' ({region})' if region else ''}",
                                 f"set AWS_REGION={region or 'the bucket region'}")
-        return super().describe_error(exc, url)
+        return None
 
 
-class S3Tree(RemoteTree):
+class S3Tree(BucketTree):
     """Lists with ListObjectsV2 only (one request per 1,000 keys, no HEADs); small files are one PUT
     with Content-MD5, large ones a multipart upload with a bounded number of parts in memory."""
 
     def __init__(self, *args: Any) -> None:
         super().__init__(*args)
-        self.bucket, _, key = self.root.partition("/")
-        self.prefix = f"{key}/" if key else ""
         self.part_slots = asyncio.Semaphore(PARTS_IN_FLIGHT)  # parts in memory across all files of this sync (RSS bound)
 
-    def object_key(self, rel: str) -> str:
-        return f"{self.prefix}{rel}"
-
-    async def raw_listing(self) -> dict[str, dict[str, Any]]:
-        out: dict[str, dict[str, Any]] = {}
+    async def list_objects(self) -> dict[str, Entry]:
+        out: dict[str, Entry] = {}
         token: str | None = None
         while True:
-            objects, token = await self.call(lambda t=token: self.fs.list_page(self.bucket, self.prefix, t))
+            objects, token = await self.call(lambda t=token: self.client.list_page(self.bucket, self.prefix, t))
             for obj in objects:
-                out[obj["Key"][len(self.prefix):]] = {"size": obj["Size"], "ETag": obj["ETag"], "LastModified": obj["LastModified"]}
+                etag = obj["ETag"].strip('"')
+                md5 = etag if "-" not in etag and len(etag) == 32 else None  # single-part uploads: the ETag is the MD5
+                out[obj["Key"][len(self.prefix):]] = Entry(size=int(obj["Size"]), etag=obj["ETag"],
+                                                           modified_ns=to_ns(obj["LastModified"]), md5=md5)
             if not token:
                 return out
 
     async def read_bytes(self, rel: str) -> bytes:
-        return await self.call(lambda: self.fs.get_bytes(self.bucket, self.object_key(rel)), rel)
+        return await self.call(lambda: self.client.get_bytes(self.bucket, self.object_key(rel)), rel)
 
     async def write_bytes(self, rel: str, data: bytes) -> None:
-        await self.call(lambda: self.fs.put_bytes(self.bucket, self.object_key(rel), data), rel)
+        await self.call(lambda: self.client.put_bytes(self.bucket, self.object_key(rel), data), rel)
 
     def multipart(self, size: int) -> bool:
         return size > PART_SIZE
@@ -144,12 +138,13 @@ class S3Tree(RemoteTree):
         """Upload exactly ``size`` bytes (the listed size: a growing log arrives as a consistent prefix)."""
         if self.multipart(size):
             return await self._multipart(local_path, rel, size)
-        data = read_range(local_path, 0, size) if size <= READ_IN_LOOP else await asyncio.to_thread(read_range, local_path, 0, size)
+        data = (read_range(local_path, 0, size) if size <= READ_IN_LOOP
+                else await asyncio.to_thread(read_range, local_path, 0, size))
         await self.write_bytes(rel, data)
 
     async def _multipart(self, local_path: str, rel: str, size: int) -> None:
         key = self.object_key(rel)
-        upload_id = await self.call(lambda: self.fs.create_multipart(self.bucket, key), rel)
+        upload_id = await self.call(lambda: self.client.create_multipart(self.bucket, key), rel)
         count = -(-size // PART_SIZE)
         etags = [""] * count
         in_flight = asyncio.Semaphore(PARTS_IN_FLIGHT)
@@ -158,30 +153,26 @@ class S3Tree(RemoteTree):
             async with in_flight, self.part_slots:
                 offset = i * PART_SIZE
                 data = await asyncio.to_thread(read_range, local_path, offset, min(PART_SIZE, size - offset))
-                etags[i] = await self.call(lambda: self.fs.upload_part(self.bucket, key, upload_id, i + 1, data), rel)
+                etags[i] = await self.call(lambda: self.client.upload_part(self.bucket, key, upload_id, i + 1, data), rel)
 
         try:
             await gather_or_cancel(part(i) for i in range(count))
-            await self.call(lambda: self.fs.complete_multipart(self.bucket, key, upload_id, etags), rel)
+            await self.call(lambda: self.client.complete_multipart(self.bucket, key, upload_id, etags), rel)
         except BaseException:
             with suppress(Exception):
-                await self.fs.abort_multipart(self.bucket, key, upload_id)
+                await self.client.abort_multipart(self.bucket, key, upload_id)
             raise
 
     async def download(self, rel: str, entry: Entry, dst: LocalTree, dst_rel: str | None = None) -> None:
         """Fetch ``rel`` into a temp file in ``dst``, renamed into place once its size is verified. Objects
         up to 1 MiB (most GenePattern outputs) take one GET and one write; larger ones stream in blocks."""
         key = self.object_key(rel)
-        if entry.size <= GET_WHOLE:
-            data = await self.call(lambda: self.fs.get_bytes(self.bucket, key), rel)
-            # In a worker thread even when tiny: creating a file costs the kernel ~0.2 ms here, and
-            # threads let several creations proceed at once while the loop keeps requests going.
-            await asyncio.to_thread(dst.write_file, dst_rel or rel, data, entry)
-            return
+        if entry.size <= GET_WHOLE:  # written in a worker thread even when tiny: file creations overlap
+            return await self.fetch_whole(rel, entry, dst, dst_rel)
 
         async def fetch(tmp: str) -> None:
             with open(tmp, "wb") as f:
-                async for block in self.fs.get_chunks(self.bucket, key, DOWNLOAD_CHUNK):
+                async for block in self.client.get_chunks(self.bucket, key, DOWNLOAD_CHUNK):
                     f.write(block)
 
         await self.fetch_into(rel, entry, dst, dst_rel, fetch)
@@ -193,26 +184,19 @@ class S3Tree(RemoteTree):
         found: list[tuple[str, str]] = []
         markers: tuple[str, str] | None = None
         while True:
-            page, markers = await self.call(lambda m=markers: self.fs.list_multipart_page(self.bucket, self.prefix, m))
+            page, markers = await self.call(lambda m=markers: self.client.list_multipart_page(self.bucket, self.prefix, m))
             found += [(k, u) for k, u in page if wanted is None or k in wanted]
             if not markers:
                 break
         for key, upload_id in found:
-            await self.call(lambda k=key, u=upload_id: self.fs.abort_multipart(self.bucket, k, u))
+            await self.call(lambda k=key, u=upload_id: self.client.abort_multipart(self.bucket, k, u))
         return len(found)
 
     async def delete(self, rels: list[str]) -> None:
         keys = [self.object_key(r) for r in rels]
         for i in range(0, len(keys), DELETE_BATCH):
             batch = keys[i:i + DELETE_BATCH]
-            await self.call(lambda b=batch: self.fs.delete_objects(self.bucket, b))
-
-
-def read_range(path: str, offset: int, length: int) -> bytes:
-    with open(path, "rb") as f:
-        if offset:
-            f.seek(offset)
-        return f.read(length)
+            await self.call(lambda b=batch: self.client.delete_objects(self.bucket, b))
 
 
 async def gather_or_cancel(coros: Any) -> None:

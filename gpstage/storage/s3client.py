@@ -259,7 +259,8 @@ class S3Client:
         for node in root:
             if _local(node.tag) == "Error":
                 fields = {_local(c.tag): c.text or "" for c in node}
-                raise S3ResponseError(500, fields.get("Code", "DeleteFailed"), f"{fields.get('Key')}: {fields.get('Message', '')}")
+                raise S3ResponseError(500, fields.get("Code", "DeleteFailed"),
+                                      f"{fields.get('Key')}: {fields.get('Message', '')}")
 
 
 def _local(tag: str) -> str:

@@ -56,7 +56,8 @@ def check_key(rel: str, where: str) -> str:
     )
     if bad:
         raise UnsafePath(
-            f"refusing unsafe key {rel!r} under {where}: '..', '.', empty, absolute or backslash components could write outside the target",
+            f"refusing unsafe key {rel!r} under {where}: '..', '.', empty, absolute or backslash components "
+            "could write outside the target",
             "remove or rename that object on storage",
         )
     return rel

@@ -4,7 +4,7 @@ The whole provider: which fsspec protocol serves the scheme, and where a URL liv
 transfers, retries, the manifest and the error messages come from gpstage's FsspecProvider/RemoteTree.
 """
 
-from gpstage.storage.base import FsspecProvider
+from gpstage.storage.generic import FsspecProvider
 from gpstage.urls import split_url
 
 
