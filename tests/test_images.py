@@ -42,14 +42,14 @@ def test_runtime_runs_gpstage(images, run_container):
     assert "Usage" in out
     # gpstage and every requirement of the extras the image promises are installed and consistent
     check = r"""
-import re, sys, gpstage
+import sys, gpstage
 from importlib.metadata import distribution, requires
-extras = set(sys.argv[1].split(","))
-for req in requires("gpstage") or []:
-    name = re.match(r"[A-Za-z0-9_.-]+", req).group(0)
-    extra = re.search(r"extra\s*==\s*.([A-Za-z0-9_-]+)", req)
-    if extra is None or extra.group(1) in extras:
-        distribution(name)  # raises PackageNotFoundError if missing
+from pip._vendor.packaging.requirements import Requirement
+extras = {"", *sys.argv[1].split(",")}
+for line in requires("gpstage") or []:
+    req = Requirement(line)  # its marker decides: an extra's, or this python's (tomli below 3.11)
+    if req.marker is None or any(req.marker.evaluate({"extra": extra}) for extra in extras):
+        distribution(req.name)  # raises PackageNotFoundError if missing
 print(gpstage.__version__)
 """
     code, out = run_container(images["runtime"], ["/opt/gpstage/bin/python", "-c", check, build.EXTRAS])
