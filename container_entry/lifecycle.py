@@ -85,52 +85,82 @@ class Entry:
         return self.status.exit_code
 
     def _run_steps(self) -> bool:
-        """Steps 1-5; returns whether the dirs were pulled (only then are they pushed back)."""
+        """Steps 1-5; returns whether the dirs were pulled (only then are they pushed back). Whatever
+        a step raises ends here, recorded against that step (docs/failures.md)."""
         pulled = False
+        phase = "stage-in"
         try:
             self._make_dirs()
             with self.log.step("stage-in", self.status.phases):
                 self._transfers("in", self._stage(inbound=True))
             pulled = True
             self._write_status()
+            phase = "prerun"
             self._custom_script("prerun", self.settings.prerun_script)
+            phase = "pre-hooks"
             env = module_environment(self.env, self.exported, self.spec)
             self._hooks("pre-hooks", self.spec.hooks.pre, env)
-            self._record(self._run_module(env))
+            phase = "run"
+            outcome = self._run_module(env)
+            phase = "record"
+            self._record(outcome)
             write_exit_code(self.paths["exitcode"], self.status.exit_code or 0)
+            phase = "post-hooks"
             self._hooks("post-hooks", self.spec.hooks.post, env)
         except EntryCancelled as c:
             self.log(f"cancelled by {c} before the module started")
             self._end(JobState.CANCELLED, EXIT_SIGNAL_BASE + c.signum, Reason.CANCELLED, signal=str(c))
-        except GpstageError as e:
-            self._error(e)
-        except Exception as e:  # noqa: BLE001 - a bug must still leave a record and push the logs
-            self.log.raw(traceback.format_exc())
-            self._error(GpstageError(f"internal error: {type(e).__name__}: {e}", "report this as a gpstage bug"))
+        except Exception as e:  # noqa: BLE001 - whatever a step raises, the job is recorded and its logs pushed
+            self._error(e, phase)
         return pulled
 
     def _finish(self, pulled: bool) -> None:
         """Steps 6-7: push outputs (always), the post-run script, the final record, the metadata dir last."""
         if pulled:
             others = tuple(r for r in Role if r is not Role.METADATA)
+            phase = "stage-out"
             try:
                 with self.log.step("stage-out", self.status.phases):
                     self._transfers("out", self._stage(inbound=False, roles=others))
+                phase = "postrun"
                 self._custom_script("postrun", self.settings.postrun_script)
-            except GpstageError as e:
-                self._error(e)
+            except Exception as e:  # noqa: BLE001 - outputs not delivered: ERROR, whatever the cause
+                self._error(e, phase)
             if self.settings.commit_tag and self.status.state is JobState.SUCCEEDED:
                 self._commit(self.settings.commit_tag)
         self.status.ended_at = now()
+        self._publish()
+
+    def _publish(self) -> None:
+        """Write ``exit_code.txt`` and ``status.json`` (the local copy is always final) and push the
+        metadata dir. A failed push is recorded as ERROR in the local copy, which is pushed once more:
+        storage that refused one file may take the others, and a reader of storage must not find an end
+        that says every output arrived when it did not."""
+        if not self._write_records():
+            return
+        self.log(f"finished: {self.status.state.value}, exit code {self.status.exit_code}")
+        try:
+            transfers = self._stage(inbound=False, roles=(Role.METADATA,))
+            self.log(f"pushed the metadata dir: {_summaries(transfers)}")
+            return
+        except Exception as e:  # noqa: BLE001 - recorded below, and the push tried once more
+            self._error(e, "push-metadata")
+        if self._write_records():
+            try:
+                self._stage(inbound=False, roles=(Role.METADATA,))
+                self.log("pushed the metadata dir, recording the failed push")
+            except Exception as e:  # noqa: BLE001 - storage unreachable: the local copy is the record
+                self.log(f"could not push the metadata dir again: {one_line(e)}")
+
+    def _write_records(self) -> bool:
         try:
             write_exit_code(self.paths["exitcode"], self.status.exit_code or 0)
             self._write_status()
-            self.log(f"finished: {self.status.state.value}, exit code {self.status.exit_code}")
-            transfers = self._stage(inbound=False, roles=(Role.METADATA,))
-            self.log(f"pushed the metadata dir: {_summaries(transfers)}")
-        except (GpstageError, OSError) as e:  # OSError: the metadata dir could not even be created
-            self.log(f"could not push the metadata dir: {e}")
-            self.status.exit_code = EXIT_GPSTAGE_ERROR
+            return True
+        except Exception as e:  # noqa: BLE001 - e.g. a full or read-only disk: nothing more can be recorded
+            self.status.state, self.status.exit_code = JobState.ERROR, EXIT_GPSTAGE_ERROR
+            self.log(f"error: cannot write the job's records in {self.spec.metadata_dir}: {one_line(e)}")
+            return False
 
     # ---- steps ----------------------------------------------------------------------------
     def _make_dirs(self) -> None:
@@ -227,6 +257,11 @@ class Entry:
 
     # ---- records --------------------------------------------------------------------------
     def _record(self, o: Outcome) -> None:
+        self._record_outcome(o)
+        self.status.module_exit_code = self.status.exit_code
+        self.log(f"module ended: {self.status.state.value}, exit code {self.status.exit_code}")
+
+    def _record_outcome(self, o: Outcome) -> None:
         if o.cancelled_by and o.status != 0:
             code = EXIT_SIGNAL_BASE + (-o.status if o.status < 0 else o.cancelled_by)
             self._end(JobState.CANCELLED, code, Reason.CANCELLED, signal=signal.Signals(o.cancelled_by).name)
@@ -238,22 +273,28 @@ class Entry:
             self._end(JobState.FAILED, EXIT_SIGNAL_BASE - o.status, Reason.SIGNAL, signal=name, message=f"killed by {name}")
         else:
             self._end(JobState.SUCCEEDED if o.status == 0 else JobState.FAILED, o.status, Reason.EXITED)
-        self.log(f"module ended: {self.status.state.value}, exit code {self.status.exit_code}")
 
     def _end(self, state: JobState, code: int, reason: Reason, **fields: Any) -> None:
         self.status.state, self.status.exit_code, self.status.reason = state, code, reason
         for k, v in fields.items():
             setattr(self.status, k, v)
 
-    def _error(self, e: GpstageError) -> None:
-        self.log(f"error: {e}")
+    def _error(self, e: BaseException, phase: str) -> None:
+        """Record that step ``phase`` failed with ``e``. After a failed module only a failure to deliver
+        its outputs changes the state (the module's own result says more than a later hook's); a
+        cancelled job stays CANCELLED; a job already in ERROR keeps its first failed step (the cause);
+        otherwise the job is ERROR (125) and says which step failed."""
+        message = one_line(e)
+        self.log(f"error in {phase}: {message}")
+        if not isinstance(e, GpstageError):
+            self.log.raw(traceback.format_exc())
         if isinstance(e, _MissingExecutable):
-            self._end(JobState.ERROR, EXIT_NOT_FOUND, Reason.MISSING_EXECUTABLE, message=str(e))
-        elif self.status.state in (JobState.FAILED, JobState.CANCELLED):
-            # The module's own result says more than a later step's failure; keep it, note the failure.
-            self.status.message = "; ".join(filter(None, (self.status.message, str(e))))
+            self._end(JobState.ERROR, EXIT_NOT_FOUND, Reason.MISSING_EXECUTABLE, message=message, failed_phase=phase)
+        elif (self.status.state in (JobState.CANCELLED, JobState.ERROR)
+              or (self.status.state is JobState.FAILED and phase == "post-hooks")):  # the first failure stays the cause
+            self.status.message = "; ".join(filter(None, (self.status.message, f"{phase}: {message}")))
         else:
-            self._end(JobState.ERROR, EXIT_GPSTAGE_ERROR, Reason.ERROR, message=str(e))
+            self._end(JobState.ERROR, EXIT_GPSTAGE_ERROR, Reason.ERROR, message=message, failed_phase=phase)
 
     def _write_status(self) -> None:
         write_status(self.paths["status"], self.status)
@@ -267,6 +308,18 @@ class Entry:
         elif self.phase == "starting":
             self.pending_signal = signum
         # finishing: the outputs and logs are being pushed; the launcher's own KILL bounds this
+
+
+def one_line(e: BaseException) -> str:
+    """What went wrong, on one line: gpstage's own message, an OS error with its path, or an unexpected
+    exception by type (a bug: its traceback is in the entry's log)."""
+    if isinstance(e, GpstageError):
+        return str(e)
+    if isinstance(e, OSError) and e.strerror:
+        where = " ".join(str(f) for f in (e.filename, e.filename2) if f)
+        text = f"{e.strerror}: {where}" if where else e.strerror
+        return str(GpstageError(text, "check the disk and the storage target (free space, permissions, what is there)"))
+    return str(GpstageError(f"internal error: {type(e).__name__}: {e}", "report this as a gpstage bug"))
 
 
 class _MissingExecutable(GpstageError):

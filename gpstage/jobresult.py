@@ -23,6 +23,8 @@ class JobResult:
     exit_code: int | None
     reason: str | None
     message: str | None
+    failed_phase: str | None
+    module_exit_code: int | None
     launcher: str
     runner: str
     backend_id: str | None
@@ -58,7 +60,8 @@ def result_of(record: JobRecord) -> JobResult:
     spec = record.spec
     return JobResult(
         job_id=record.job_id, state=record.state, exit_code=record.exit_code,
-        reason=record.reason.value if record.reason else None, message=record.message, launcher=record.launcher,
+        reason=record.reason.value if record.reason else None, message=record.message,
+        failed_phase=record.failed_phase, module_exit_code=record.module_exit_code, launcher=record.launcher,
         runner=record.runner, backend_id=record.backend_id, submitted_at=record.submitted_at,
         started_at=record.started_at, ended_at=record.ended_at, collected=record.collected,
         stdout=local_file(spec, STDOUT_NAME), stderr=local_file(spec, STDERR_NAME),

@@ -38,6 +38,31 @@ def utcnow() -> datetime:
     return datetime.now(timezone.utc)
 
 
+class Owner(BaseModel):
+    """The process that submitted a job, while it stages and starts it: the job's only keeper until the
+    backend knows it. Known by pid, host and start time, never by pid alone."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    pid: int
+    host: str
+    started: int | None = Field(None, description="start time in clock ticks since boot (/proc/PID/stat)")
+
+    @classmethod
+    def current(cls) -> Owner:
+        from gpstage.procs import start_ticks, this_host
+
+        return cls(pid=os.getpid(), host=this_host(), started=start_ticks(os.getpid()))
+
+    def alive(self) -> bool:
+        from gpstage.procs import process_alive
+
+        return process_alive(self.pid, self.host, self.started)
+
+    def __str__(self) -> str:
+        return f"pid {self.pid} on {self.host}"
+
+
 class JobRecord(BaseModel):
     """One job as its launcher knows it. Settings hold no secrets (they never do: docs/design.md §11)."""
 
@@ -53,9 +78,12 @@ class JobRecord(BaseModel):
     exit_code: int | None = None
     reason: Reason | None = None
     message: str | None = None
+    failed_phase: str | None = None
+    module_exit_code: int | None = None
     submitted_at: datetime = Field(default_factory=utcnow)
     started_at: datetime | None = None
     ended_at: datetime | None = None
+    owner: Owner | None = Field(None, description="the submitting process, while the job has no backend id")
     cancel_requested: bool = False
     collected: bool = False
     spec: JobSpec
@@ -79,6 +107,17 @@ class RecordStore:
             fcntl.flock(lock, fcntl.LOCK_EX)
             try:
                 yield d
+            finally:
+                fcntl.flock(lock, fcntl.LOCK_UN)
+
+    @contextmanager
+    def collecting(self, job_id: str) -> Iterator[None]:
+        """Held while a job's outputs are staged back: a second collector waits, then finds them collected.
+        The kernel releases it when its holder dies, so a killed collect blocks nobody."""
+        with open(self.job_dir(job_id) / "collect.lock", "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            try:
+                yield
             finally:
                 fcntl.flock(lock, fcntl.LOCK_UN)
 

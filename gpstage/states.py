@@ -57,6 +57,10 @@ class JobStatus(BaseModel):
     reason: Reason | None = None
     signal: str | None = Field(None, description="signal name when killed, e.g. SIGTERM")
     message: str | None = Field(None, description="one line for humans, e.g. the staging error")
+    failed_phase: str | None = Field(None, description="the step that failed (state ERROR): stage-in, prerun, "
+                                     "pre-hooks, run, record, post-hooks, stage-out, postrun, push-metadata")
+    module_exit_code: int | None = Field(None, description="what the module's run itself ended with, when it ran "
+                                         "(exit_code may differ: 125 when its outputs were not delivered)")
     started_at: datetime | None = None
     ended_at: datetime | None = None
     phases: dict[str, float] = Field(default_factory=dict, description="seconds per phase")

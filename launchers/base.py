@@ -34,7 +34,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from gpstage.errors import BadInput, GpstageError
 from gpstage.jobfiles import read_entry_status, read_log, spec_url
 from gpstage.jobresult import JobResult, result_of
-from gpstage.records import JobRecord, RecordStore, utcnow
+from gpstage.records import JobRecord, Owner, RecordStore, utcnow
 from gpstage.spec import JobSpec
 from gpstage.stage import remove_job_dirs
 from gpstage.states import EXIT_GPSTAGE_ERROR, EXIT_SIGNAL_BASE, EXIT_TIMEOUT, JobState, Reason
@@ -101,6 +101,11 @@ class Launcher(ABC):
         """Stop the job: SIGTERM to the entry first (it forwards it, records CANCELLED, pushes the logs),
         the backend's hard kill only after a grace. A no-op if it already ended."""
 
+    def find(self, record: JobRecord) -> str | None:
+        """The backend id of the entry started for ``record`` when the submitter died before recording it
+        (a container labelled with the job id, a Batch job by name…), or None: nothing was started."""
+        return None
+
     def poll_many(self, records: list[JobRecord]) -> dict[str, BackendState]:
         """:meth:`poll` for several jobs; a backend with a batch API overrides this (one call per 100 jobs)."""
         return {r.job_id: self.poll(r) for r in records}
@@ -130,7 +135,7 @@ class Launcher(ABC):
         runner = spec.runner or self.settings.runner or self.default_runner
         self.check(spec, runner)
         self.store.create(JobRecord(job_id=spec.job_id, launcher=self.name, runner=runner, state=JobState.STAGING,
-                                    settings=self.settings.model_dump(mode="json"), spec=spec))
+                                    settings=self.settings.model_dump(mode="json"), spec=spec, owner=Owner.current()))
         try:
             transfers = stage_in(spec)
             record = self._update(spec.job_id, state=JobState.QUEUED,
@@ -152,10 +157,27 @@ class Launcher(ABC):
 
     def status_many(self, job_ids: list[str]) -> list[JobRecord]:
         """:meth:`status` for several jobs, asking the backend once (:meth:`poll_many`)."""
-        records = [self.store.load(j) for j in job_ids]
+        records = [self._adopt_orphan(self.store.load(j)) for j in job_ids]
         live = [r for r in records if not r.state.terminal and r.backend_id is not None]
         seen = self.poll_many(live) if live else {}
         return [self._refresh(r, seen[r.job_id]) if r.job_id in seen else r for r in records]
+
+    def _adopt_orphan(self, record: JobRecord) -> JobRecord:
+        """A live job without a backend id whose submitter died: started after all (adopt its backend
+        id), or never started (final: CANCELLED if that was asked, else ERROR with the reason)."""
+        if record.state.terminal or record.backend_id is not None or record.owner is None or record.owner.alive():
+            return record
+        found = self.find(record)
+        if found is not None:
+            return self._update(record.job_id, backend_id=found)
+        if record.cancel_requested:
+            final = {"state": JobState.CANCELLED, "exit_code": EXIT_SIGNAL_BASE + SIGTERM, "reason": Reason.CANCELLED,
+                     "message": "cancelled before it started"}
+        else:
+            final = {"state": JobState.ERROR, "exit_code": EXIT_GPSTAGE_ERROR, "reason": Reason.ERROR,
+                     "message": f"the submitting process ({record.owner}) died while the job was "
+                                f"{record.state.value}; nothing was started for it — submit it again"}
+        return self._update(record.job_id, **final, ended_at=utcnow())
 
     def _refresh(self, record: JobRecord, seen: BackendState) -> JobRecord:
         job_id = record.job_id
@@ -175,7 +197,8 @@ class Launcher(ABC):
             if seen.exit_code is not None and entry.exit_code is not None and seen.exit_code != entry.exit_code:
                 seen_codes = f"the backend reports exit code {seen.exit_code}, exit_code.txt {entry.exit_code}"
                 message = "; ".join(filter(None, (message, seen_codes)))
-            return {"state": entry.state, "exit_code": entry.exit_code, "reason": entry.reason, "message": message}
+            return {"state": entry.state, "exit_code": entry.exit_code, "reason": entry.reason, "message": message,
+                    "failed_phase": entry.failed_phase, "module_exit_code": entry.module_exit_code}
         if seen.timed_out:  # the backend's limit struck before the entry could record (GenePattern's GP-9100)
             return {"state": JobState.FAILED, "exit_code": EXIT_TIMEOUT, "reason": Reason.TIMEOUT,
                     "message": f"stopped by the backend's time limit: {seen.message or ''}".rstrip(": ")}
@@ -238,9 +261,12 @@ class Launcher(ABC):
 
         record = self.status(job_id)
         if record.state.terminal and not record.collected and record.backend_id is not None:  # it ran: bring it back
-            transfers = stage_out(record.spec)
-            record = self._update(job_id, collected=True,
-                                  transfers=[*record.transfers, *({"phase": "out", **t.to_dict()} for t in transfers)])
+            with self.store.collecting(job_id):  # one collector at a time; a killed one is simply redone
+                record = self.store.load(job_id)
+                if not record.collected:
+                    transfers = stage_out(record.spec)
+                    record = self._update(job_id, collected=True, transfers=[
+                        *record.transfers, *({"phase": "out", **t.to_dict()} for t in transfers)])
         return result_of(record)
 
     def clean(self, job_id: str) -> list[str]:

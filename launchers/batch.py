@@ -251,6 +251,22 @@ class BatchLauncher(Launcher):
         timed_out = "timeout" in reason.lower()
         return BackendState(JobState.SUCCEEDED if status == "SUCCEEDED" else JobState.FAILED, code, reason or None, timed_out)
 
+    def find(self, record: JobRecord) -> str | None:
+        """This submission's Batch job (by name, created after the record), if the submitter died before
+        recording its id. Only for such orphans: one list_jobs call per Batch state."""
+        name, since = batch_name(f"gpstage-{record.job_id}"), int(record.submitted_at.timestamp() * 1000)
+        for status in (*QUEUED, "RUNNING", *ENDED):
+            kwargs: dict[str, Any] = {"jobQueue": self.settings_.job_queue, "jobStatus": status}
+            while True:
+                page = self._call("list_jobs", self.client.list_jobs, **kwargs)
+                for summary in page.get("jobSummaryList", []):
+                    if summary.get("jobName") == name and summary.get("createdAt", since) >= since:
+                        return str(summary["jobId"])
+                if not page.get("nextToken"):
+                    break
+                kwargs["nextToken"] = page["nextToken"]
+        return None
+
     def _summary_exit_code(self, job: dict[str, Any]) -> int | None:
         """Local Batch APIs keep the container's exit code only in list_jobs summaries."""
         kwargs = {"jobQueue": job.get("jobQueue") or self.settings_.job_queue, "jobStatus": job["status"]}

@@ -34,6 +34,7 @@ DEFAULT_FORWARD = ["AWS_", "AZURE_STORAGE_", "AZURE_CLIENT_", "AZURE_TENANT_", "
 DEFAULT_ENTRY_IMAGE = f"gpstage/runtime:{__version__}"
 SOCKET_IN_ENTRY = "/var/run/docker.sock"  # where the entry's container finds the engine (wrapper mode)
 DEFAULT_SOCKET = "/var/run/docker.sock"
+LABEL_SUBMITTED = "org.gpstage.submitted-at"  # tells this submission's entry from an earlier run of the job_id
 
 
 def wrapper_check(launcher: str, spec: JobSpec, runner: str, entry_image: str, commit_tag: str | None) -> None:
@@ -111,11 +112,21 @@ class DockerLauncher(Launcher):
             container = client.containers.run(
                 spec.image, ["gpstage-entry", *entry_args(record)], detach=True, init=True,
                 environment=self._environment(), volumes=self._volumes(record), network_mode=settings.network,
-                labels={LABEL_JOB: spec.job_id, LABEL_ROLE: "entry"})
+                labels=self._labels(record))
         except Exception as err:  # noqa: BLE001 - the engine refused: one line
             raise GpstageError(f"docker could not start {spec.image}: {str(err).splitlines()[0][:300]}",
                                "check the image and the docker host") from None
         return container.id
+
+    @staticmethod
+    def _labels(record: JobRecord) -> dict[str, str]:
+        return {LABEL_JOB: record.job_id, LABEL_ROLE: "entry", LABEL_SUBMITTED: record.submitted_at.isoformat()}
+
+    def find(self, record: JobRecord) -> str | None:
+        """The entry container of this submission, if the submitter died before recording its id."""
+        wanted = [f"{k}={v}" for k, v in self._labels(record).items()]
+        found = self._client().containers.list(all=True, filters={"label": wanted})
+        return found[0].id if found else None
 
     # ---- wrapper mode --------------------------------------------------------------------------
     def staging_volume(self, record: JobRecord) -> str:
@@ -151,7 +162,7 @@ class DockerLauncher(Launcher):
             container = client.containers.run(
                 s.entry_image, ["gpstage-entry", *entry_args(record)], detach=True, init=True, environment=env,
                 volumes=volumes, network_mode=s.network,
-                labels={LABEL_JOB: spec.job_id, LABEL_ROLE: "entry", LABEL_STAGING: mountpoint})
+                labels={**self._labels(record), LABEL_STAGING: mountpoint})
         except Exception as err:  # noqa: BLE001 - the engine refused: one line
             with contextlib.suppress(Exception):
                 volume.remove(force=True)

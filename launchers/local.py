@@ -22,12 +22,13 @@ from typing import Any
 from pydantic import Field
 
 from gpstage.errors import GpstageError
-from gpstage.procs import pid_alive
+from gpstage.procs import process_alive, start_ticks, this_host
 from gpstage.records import JobRecord, RecordStore
 from gpstage.states import EXIT_SIGNAL_BASE, JobState
 from launchers.base import BackendState, Launcher, LauncherSettings, entry_args
 
-BACKEND_FILE = "backend.json"  # the worker's own account: {"phase": queued|running|exited, "exit_code": N}
+# the worker's own account: {"phase": queued|running|exited, "pid", "host", "started", "exit_code"}
+BACKEND_FILE = "backend.json"
 SLOT_POLL_S = 0.2
 
 
@@ -52,21 +53,38 @@ class LocalLauncher(Launcher):
         return str(proc.pid)
 
     def poll(self, record: JobRecord) -> BackendState:
-        backend = _read_backend(self.store.job_dir(record.job_id))
+        job_dir = self.store.job_dir(record.job_id)
+        backend = _read_backend(job_dir)
         if backend.get("phase") == "exited":
             return BackendState(JobState.SUCCEEDED if backend["exit_code"] == 0 else JobState.FAILED, backend["exit_code"])
-        if record.backend_id and pid_alive(int(record.backend_id)):
+        if record.backend_id and _worker_alive(int(record.backend_id), backend):
             return BackendState(JobState.RUNNING if backend.get("phase") == "running" else JobState.QUEUED)
         # The worker may have written "exited" between the two reads.
-        backend = _read_backend(self.store.job_dir(record.job_id))
-        if backend.get("phase") == "exited":
+        if _read_backend(job_dir).get("phase") == "exited":
             return self.poll(record)
         return BackendState(JobState.ERROR, None, f"the local worker (pid {record.backend_id}) died; see "
-                            f"{self.store.job_dir(record.job_id) / 'worker.log'}")
+                            f"{job_dir / 'worker.log'}")
 
     def kill(self, record: JobRecord) -> None:
-        if record.backend_id and pid_alive(int(record.backend_id)):
+        if record.backend_id and _worker_alive(int(record.backend_id), _read_backend(self.store.job_dir(record.job_id))):
             os.kill(int(record.backend_id), signal.SIGTERM)  # the worker forwards it to the entry
+
+    def find(self, record: JobRecord) -> str | None:
+        """The worker writes its pid before anything else: a submitter killed right after starting it
+        left a worker that is running the job (or has run it) all the same."""
+        backend = _read_backend(self.store.job_dir(record.job_id))
+        pid = backend.get("pid")
+        if isinstance(pid, int) and (backend.get("phase") == "exited" or _worker_alive(pid, backend)):
+            return str(pid)
+        return None
+
+
+def _worker_alive(pid: int, backend: dict[str, Any]) -> bool:
+    """The worker ``pid`` runs — the same process that wrote ``backend`` (pid and start time), when it
+    has written it yet; a pid alone may have been reused."""
+    if backend.get("pid") == pid:
+        return process_alive(pid, backend.get("host") or this_host(), backend.get("started"))
+    return process_alive(pid, this_host(), None)
 
 
 def _read_backend(job_dir: Path) -> dict[str, Any]:
@@ -78,7 +96,8 @@ def _read_backend(job_dir: Path) -> dict[str, Any]:
 
 def _write_backend(job_dir: Path, **values: Any) -> None:
     tmp = job_dir / f".{BACKEND_FILE}.tmp"
-    tmp.write_text(json.dumps(values))
+    me = {"pid": os.getpid(), "host": this_host(), "started": start_ticks(os.getpid())}
+    tmp.write_text(json.dumps({**me, **values}))
     os.replace(tmp, job_dir / BACKEND_FILE)
 
 
@@ -110,6 +129,8 @@ def work(job_id: str, root: Path) -> int:
     """Run one job: wait for a slot, run the entry, record its exit code. The worker's exit code is the entry's."""
     store = RecordStore(root)
     record = store.load(job_id)
+    if record.state.terminal:  # declared over before it began (its submitter died before recording it)
+        return 0
     settings = LocalSettings.model_validate(record.settings)
     job_dir = store.job_dir(job_id)
     entry: subprocess.Popen[bytes] | None = None

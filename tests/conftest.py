@@ -17,7 +17,8 @@ from pathlib import Path
 import pytest
 
 # dockerd + images, Batch, HPC, GCS + Azure
-pytest_plugins = ["fixtures_docker", "fixtures_batch", "fixtures_hpc", "fixtures_clouds", "wrapper_helpers"]
+pytest_plugins = ["fixtures_docker", "fixtures_batch", "fixtures_hpc", "fixtures_clouds", "wrapper_helpers",
+                  "fixtures_pairs"]
 
 ROOT = Path(__file__).resolve().parent.parent
 SERVICES = ROOT / "scripts" / "services.py"

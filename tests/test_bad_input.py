@@ -79,16 +79,20 @@ def test_unsafe_keys_are_refused(key: str) -> None:
     ({"dirs": [{"role": "workdir", "path": "/j/w"}, {"role": "inputs", "path": "/j/w"}]}, "same path"),
     ({"dirs": [{"role": "workdir", "path": "/j/w"}, {"role": "tasklib", "path": "/j/w/t", "direction": "out"},
                {"role": "inputs", "path": "/j/w/t/i", "direction": "in"}]}, "does not cover"),
-    ({"storage_root": "bogus://x"}, None),
+    ({"storage_root": "bogus://x"}, "unknown storage scheme bogus://"),
+    ({"storage_root": "gopher://x"}, "unknown storage scheme gopher://"),
 ])
-def test_clashing_dirs_and_unknown_schemes_are_refused_by_the_cli(tmp_path: Path, spec: dict, message: str | None) -> None:
+@pytest.mark.parametrize("command", [["run"], ["spec", "validate"]])
+def test_clashing_dirs_and_unknown_schemes_are_refused_by_the_cli(tmp_path: Path, spec: dict, message: str | None,
+                                                                  command: list[str]) -> None:
+    """`gpstage spec validate` refuses exactly what `gpstage run` refuses, before anything happens."""
     full = {"job_id": "bad", "storage_root": "s3://b", "dirs": [{"role": "workdir", "path": "/j/w"}], **spec}
     path = tmp_path / "job.json"
     path.write_text(json.dumps(full))
-    result = run_cli("run", str(path), env=dict(os.environ))
+    result = run_cli(*command, str(path), env=dict(os.environ))
     assert result.returncode == 2
     assert len(result.stderr.strip().splitlines()) == 1
-    assert message is None or message in result.stderr
+    assert message in result.stderr
 
 
 def test_a_missing_local_root_and_wrong_credentials_are_one_line(tmp_path: Path, bucket: str,

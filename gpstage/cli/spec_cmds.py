@@ -13,11 +13,15 @@ app = typer.Typer(help="Check job specs and print their JSON Schema.", no_args_i
 
 @app.command("validate")
 def validate(spec: str = typer.Argument(..., help="Job spec file (JSON or YAML)."), as_json: bool = JSON_OPTION) -> None:
-    """Check a job spec; print it with every default filled in (exit 2 and one line per problem if invalid)."""
+    """Check a job spec as `gpstage run` does — its fields, and that every dir's storage scheme is known and
+    its extra installed (no request is made) — and show each dir's URL and direction (exit 2 and one line
+    per problem if invalid)."""
     from gpstage.spec import load_spec
+    from gpstage.stage import check_storage
 
     with json_errors(as_json):
         parsed = load_spec(spec)
+        check_storage(parsed)
     if as_json:
         emit_json({"ok": True, "spec": json.loads(parsed.to_json()),
                    "dirs": [{"role": d.role.value, "path": d.path, "url": parsed.url_of(d),
