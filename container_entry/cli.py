@@ -35,6 +35,8 @@ environment:
   GPSTAGE_KILL_GRACE           seconds between TERM and KILL at the time limit or on cancel (10)
   GPSTAGE_JOBS                 parallel transfers per dir
   GPSTAGE_CANCEL_POLL_INTERVAL seconds between looks for a launcher's cancel request on storage (0: never)
+  GPSTAGE_CREDENTIALS_FILE     a launcher's credentials file (0600 JSON): read into this process, passed to
+                               no child (docs/design.md §11)
 docker runner:
   DOCKER_HOST                  the docker engine (default unix:///var/run/docker.sock)
   GPSTAGE_DOCKER_USER          uid:gid of the module's container (default: this user, or the working dir's owner)
@@ -107,6 +109,7 @@ def run(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None)
     env = os.environ if env is None else env
     args = build_parser().parse_args(argv)
     try:
+        env = _read_credentials(env)
         from container_entry.lifecycle import Entry
         from container_entry.runners import get_runner
         from container_entry.settings import EntrySettings
@@ -132,6 +135,18 @@ def run(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None)
         print(f"gpstage-entry: error: {e}", file=sys.stderr)
         return EXIT_GPSTAGE_ERROR
     return Entry(spec, runner, settings, env).run()
+
+
+def _read_credentials(env: Mapping[str, str]) -> Mapping[str, str]:
+    """With ``GPSTAGE_CREDENTIALS_FILE``: its credentials into this process (the storage SDKs read them
+    here) and an environment for every child without them (docs/design.md §11)."""
+    from gpstage.credfile import ENV_NAME, load
+
+    path = env.get(ENV_NAME)
+    if not path:
+        return env
+    hidden = load(path, os.environ)
+    return {k: v for k, v in env.items() if k not in hidden and k != ENV_NAME}
 
 
 def main() -> None:

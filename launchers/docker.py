@@ -6,8 +6,10 @@ notebook-server / swarm case of the seed), staging from remote storage inside th
 docs/wrapper-mode.md) starts the ENTRY image (``entry_image``, ``gpstage/runtime``) with the docker
 socket and a per-job staging volume mounted; the entry stages into the volume and starts the module's
 ``image`` — any image with bash — itself, with the dirs mounted at their own paths. The volume (a copy
-of the job) is removed with the entry's container. Storage credentials and endpoints are forwarded
-by name from this process's environment (docs/design.md §11); the settings file is mounted read-only when
+of the job) is removed with the entry's container. Non-secret storage settings (endpoints, region) are
+forwarded by name from this process's environment; the credentials travel as one 0600 file, mounted
+read-only or copied into the created container, never in its environment (docs/design.md §11, so
+``docker inspect`` shows no secret); the settings file is mounted read-only when
 it exists (storage profiles); ``file://``/``nfs://`` storage paths are bind-mounted at their own
 paths so a container sees the same storage as the server.
 """
@@ -16,14 +18,17 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import json
 import os
 import re
-from typing import Any
+from pathlib import Path
+from typing import Any, Literal
 
 from pydantic import Field
 
 from container_entry.api import LABEL_JOB, LABEL_ROLE, LABEL_STAGING, commit_reference, docker_client, ensure_image
 from gpstage import __version__
+from gpstage.credentials import is_credential
 from gpstage.errors import BadInput, GpstageError
 from gpstage.records import JobRecord
 from gpstage.spec import JobSpec
@@ -34,7 +39,8 @@ DEFAULT_FORWARD = ["AWS_", "AZURE_STORAGE_", "AZURE_CLIENT_", "AZURE_TENANT_", "
 DEFAULT_ENTRY_IMAGE = f"gpstage/runtime:{__version__}"
 SOCKET_IN_ENTRY = "/var/run/docker.sock"  # where the entry's container finds the engine (wrapper mode)
 DEFAULT_SOCKET = "/var/run/docker.sock"
-LABEL_SUBMITTED = "org.gpstage.submitted-at"  # tells this submission's entry from an earlier run of the job_id
+LABEL_SUBMITTED = "org.gpstage.submitted-at"
+CREDENTIALS_IN_ENTRY = "/run/gpstage/credentials.json"  # tells this submission's entry from an earlier run of the job_id
 
 
 def wrapper_check(launcher: str, spec: JobSpec, runner: str, entry_image: str, commit_tag: str | None) -> None:
@@ -82,6 +88,10 @@ class DockerSettings(WrapperSettings):
                                    description="variables passed by name to the entry (a trailing _ is a prefix)")
     docker_socket: str | None = Field(None, description="the engine's socket ON THE DOCKER HOST, mounted into the entry "
                                       "(default: docker_host's path when it is unix://, else /var/run/docker.sock)")
+    credentials: Literal["auto", "mount", "copy"] = Field(
+        "auto", description="how the storage credentials reach the entry, as one 0600 file (never its environment): "
+        "mount = bind-mounted read-only (the engine sees this machine's files), copy = copied into the created "
+        "container before it starts (any engine); auto = mount for a unix:// engine, else copy")
 
 
 class DockerLauncher(Launcher):
@@ -108,15 +118,8 @@ class DockerLauncher(Launcher):
         assert isinstance(settings, DockerSettings) and spec.image
         client = self._client()
         ensure_image(client, spec.image)
-        try:
-            container = client.containers.run(
-                spec.image, ["gpstage-entry", *entry_args(record)], detach=True, init=True,
-                environment=self._environment(), volumes=self._volumes(record), network_mode=settings.network,
-                labels=self._labels(record))
-        except Exception as err:  # noqa: BLE001 - the engine refused: one line
-            raise GpstageError(f"docker could not start {spec.image}: {str(err).splitlines()[0][:300]}",
-                               "check the image and the docker host") from None
-        return container.id
+        return self._run_entry(record, client, spec.image, self._environment(), self._volumes(record),
+                               self._labels(record), "check the image and the docker host")
 
     @staticmethod
     def _labels(record: JobRecord) -> dict[str, str]:
@@ -159,16 +162,51 @@ class DockerLauncher(Launcher):
             volumes[s.docker_config] = {"bind": s.docker_config, "mode": "ro"}
             env["DOCKER_CONFIG"] = s.docker_config  # a path: the credentials stay in the file
         try:
-            container = client.containers.run(
-                s.entry_image, ["gpstage-entry", *entry_args(record)], detach=True, init=True, environment=env,
-                volumes=volumes, network_mode=s.network,
-                labels={**self._labels(record), LABEL_STAGING: mountpoint})
-        except Exception as err:  # noqa: BLE001 - the engine refused: one line
+            return self._run_entry(record, client, s.entry_image, env, volumes,
+                                   {**self._labels(record), LABEL_STAGING: mountpoint},
+                                   "check the entry image and the docker host")
+        except GpstageError:
             with contextlib.suppress(Exception):
                 volume.remove(force=True)
-            raise GpstageError(f"docker could not start {s.entry_image}: {str(err).splitlines()[0][:300]}",
-                               "check the entry image and the docker host") from None
+            raise
+
+    def _run_entry(self, record: JobRecord, client: Any, image: str, env: dict[str, str],
+                   volumes: dict[str, dict[str, str]], labels: dict[str, str], fix: str) -> str:
+        """Create the entry's container, hand it the credentials file (docs/design.md §11), start it."""
+        from gpstage.credfile import ENV_NAME, gather, write
+
+        doc = gather(os.environ)
+        mode = self._credentials_mode()
+        if doc:
+            env = {**env, ENV_NAME: CREDENTIALS_IN_ENTRY}  # a path: the secrets stay in the file
+            if mode == "mount":
+                write(str(self._credentials_file(record)), doc)
+                volumes = {**volumes, str(self._credentials_file(record)): {"bind": CREDENTIALS_IN_ENTRY, "mode": "ro"}}
+        container = None
+        try:
+            container = client.containers.create(image, ["gpstage-entry", *entry_args(record)], init=True,
+                                                 environment=env, volumes=volumes, network_mode=self.settings_.network,
+                                                 labels=labels)
+            if doc and mode == "copy":
+                container.put_archive("/", _private_file_tar(CREDENTIALS_IN_ENTRY, json.dumps(doc).encode()))
+            container.start()
+        except Exception as err:  # noqa: BLE001 - the engine refused: one line
+            if container is not None:
+                with contextlib.suppress(Exception):
+                    container.remove(force=True)
+            self._credentials_file(record).unlink(missing_ok=True)
+            raise GpstageError(f"docker could not start {image}: {str(err).splitlines()[0][:300]}", fix) from None
         return container.id
+
+    def _credentials_mode(self) -> str:
+        s = self.settings_
+        if s.credentials != "auto":
+            return s.credentials
+        host = s.docker_host or os.environ.get("DOCKER_HOST") or "unix://"
+        return "mount" if host.startswith("unix://") else "copy"
+
+    def _credentials_file(self, record: JobRecord) -> Path:
+        return self.store.job_dir(record.job_id) / "credentials.json"
 
     def _environment(self) -> dict[str, str]:
         from gpstage.config import config_path
@@ -178,7 +216,9 @@ class DockerLauncher(Launcher):
         assert isinstance(settings, DockerSettings)
         names = [p for p in settings.forward_env if not p.endswith("_")]
         prefixes = tuple(p for p in settings.forward_env if p.endswith("_"))
-        env = {k: v for k, v in os.environ.items() if k in names or k.startswith(prefixes) or k in credential_env_names()}
+        secret_names = credential_env_names()  # these travel in the credentials file, never in the environment
+        env = {k: v for k, v in os.environ.items()
+               if (k in names or k.startswith(prefixes)) and not is_credential(k) and k not in secret_names}
         if config_path().exists():
             env["GPSTAGE_CONFIG"] = str(config_path())
         for name, value in (("GPSTAGE_LOG_PUSH_INTERVAL", settings.log_push_interval),
@@ -226,8 +266,9 @@ class DockerLauncher(Launcher):
             pass
 
     def cleanup(self, record: JobRecord) -> None:
-        """The entry's container; in wrapper mode also any module container the entry left (it died) and
-        the staging volume, which holds a copy of the job."""
+        """The entry's container and its credentials file; in wrapper mode also any module container the
+        entry left (it died) and the staging volume, which holds a copy of the job."""
+        self._credentials_file(record).unlink(missing_ok=True)
         if record.backend_id is None:
             return
         client = self._client()
@@ -248,3 +289,21 @@ class DockerLauncher(Launcher):
                     c.remove(force=True)
         with contextlib.suppress(Exception):
             volume.remove(force=True)
+
+
+def _private_file_tar(path: str, data: bytes) -> bytes:
+    """A tar of ``path`` (absolute) holding ``data``, mode 0600 in a 0700 dir, for ``put_archive("/")``."""
+    import io
+    import tarfile
+
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tar:
+        parts = path.strip("/").split("/")
+        for i in range(1, len(parts)):
+            info = tarfile.TarInfo("/".join(parts[:i]))
+            info.type, info.mode = tarfile.DIRTYPE, 0o755 if i < len(parts) - 1 else 0o700
+            tar.addfile(info)
+        info = tarfile.TarInfo("/".join(parts))
+        info.size, info.mode = len(data), 0o600
+        tar.addfile(info, io.BytesIO(data))
+    return buf.getvalue()

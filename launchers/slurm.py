@@ -9,7 +9,10 @@ paths with spaces work); ``resources`` map to ``--cpus-per-task``, ``--mem`` and
 unlike ``sacct`` — and, once Slurm says the job ended, from the entry's own ``status.json``. Cancel is
 SIGTERM to the batch script (the entry forwards it, records CANCELLED, pushes the logs). The
 module's stdout/stderr land in the metadata dir; Slurm's own log of the entry goes to the job's
-scratch dir in the record store.
+scratch dir in the record store. The job's environment is the submitter's WITHOUT any credential
+(sbatch runs without them and exports the rest; slurmctld saves what it exports, ``scontrol show job
+-dd`` shows it): the credentials travel in one 0600 file in that scratch dir, which must be on the shared file
+system (docs/design.md §11), removed once the job's end is recorded.
 """
 
 from __future__ import annotations
@@ -21,7 +24,10 @@ import subprocess
 
 from pydantic import Field
 
+from gpstage.credentials import is_credential
+from gpstage.credfile import ENV_NAME, gather, write
 from gpstage.errors import GpstageError
+from gpstage.profiles import credential_env_names
 from gpstage.records import JobRecord
 from gpstage.states import JobState
 from launchers.base import BackendState, Launcher, LauncherSettings, entry_args
@@ -58,7 +64,10 @@ class SlurmLauncher(Launcher):
         return self.settings
 
     def _run(self, argv: list[str], what: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-        env = dict(os.environ)
+        """``argv`` with this process's environment minus every credential: sbatch exports what it has, and
+        slurmctld keeps it where ``scontrol show job -dd`` shows it (credentials travel in a file)."""
+        secret_names = credential_env_names()
+        env = {k: v for k, v in os.environ.items() if not is_credential(k) and k not in secret_names}
         if self.settings_.slurm_conf:
             env["SLURM_CONF"] = self.settings_.slurm_conf
         for name, value in (("GPSTAGE_LOG_PUSH_INTERVAL", self.settings_.log_push_interval),
@@ -83,8 +92,13 @@ class SlurmLauncher(Launcher):
         job_dir = self.store.job_dir(record.job_id)
         script = job_dir / "slurm.sh"
         command = shlex.join([s.entry_command or entry_command(), *entry_args(record)])
-        script.write_text(f"#!/bin/bash\n# gpstage job {record.job_id}: the entry, on the node\nexec {command}\n")
-        argv = ["sbatch", "--parsable", f"--job-name=gpstage-{record.job_id}", f"--output={job_dir}/slurm-%j.out",
+        credentials = ""
+        doc = gather(os.environ)
+        if doc:  # on the shared file system, 0600: never in the job's saved environment (docs/design.md §11)
+            write(str(job_dir / "credentials.json"), doc)
+            credentials = f"export {ENV_NAME}={shlex.quote(str(job_dir / 'credentials.json'))}\n"
+        script.write_text(f"#!/bin/bash\n# gpstage job {record.job_id}: the entry, on the node\n{credentials}exec {command}\n")
+        argv = ["sbatch", "--parsable", "--export=ALL", f"--job-name=gpstage-{record.job_id}", f"--output={job_dir}/slurm-%j.out",
                 f"--chdir={job_dir}", f"--cpus-per-task={math.ceil(spec.resources.cpus or 1)}"]
         if spec.resources.memory_mib:
             argv.append(f"--mem={spec.resources.memory_mib}M")
@@ -115,3 +129,6 @@ class SlurmLauncher(Launcher):
 
     def kill(self, record: JobRecord) -> None:
         self._run(["scancel", "--full", "--signal=TERM", str(record.backend_id)], "scancel", check=False)
+
+    def cleanup(self, record: JobRecord) -> None:
+        (self.store.job_dir(record.job_id) / "credentials.json").unlink(missing_ok=True)
