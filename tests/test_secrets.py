@@ -108,3 +108,25 @@ def test_no_secret_in_what_an_operator_can_inspect(tmp_path: Path, bucket: str, 
     assert result.ok and looked, result.message
     assert "AWS_SECRET_ACCESS_KEY" not in Path(spec.workdir, "module-env.txt").read_text()
     assert not secret_leaks(secret, [tmp_path, isolated_state], bucket, s3_client)
+
+
+def test_the_credentials_file_carries_every_scheme(tmp_path: Path) -> None:
+    """S3 keys, a GCS key file's CONTENT, Azure's connection string: written 0600, read back on the other side."""
+    from gpstage.credfile import gather, load, write
+
+    key = tmp_path / "sa.json"
+    key.write_text('{"type": "service_account", "private_key": "FAKE"}')
+    env = {"AWS_ACCESS_KEY_ID": "AKIAFAKE", "AWS_SECRET_ACCESS_KEY": "s3cr3t", "GOOGLE_APPLICATION_CREDENTIALS": str(key),
+           "AZURE_STORAGE_CONNECTION_STRING": "AccountName=a;AccountKey=k", "PATH": "/bin", "AWS_ENDPOINT_URL": "http://x"}
+    doc = gather(env)
+    assert set(doc["env"]) == {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AZURE_STORAGE_CONNECTION_STRING"}
+    path = tmp_path / "credentials.json"
+    write(str(path), doc)
+    assert path.stat().st_mode & 0o777 == 0o600
+    key.unlink()  # the other side has only the file
+    got: dict[str, str] = {}
+    names = load(str(path), got)
+    assert names == {*doc["env"], "GOOGLE_APPLICATION_CREDENTIALS"}
+    copied = Path(got["GOOGLE_APPLICATION_CREDENTIALS"])
+    assert copied.read_text().endswith('"FAKE"}') and copied.stat().st_mode & 0o777 == 0o600
+    assert got["AZURE_STORAGE_CONNECTION_STRING"] == "AccountName=a;AccountKey=k"
