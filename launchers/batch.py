@@ -69,6 +69,14 @@ class BatchSettings(WrapperSettings):
                              "each wrapper job stages its dirs; give it a large local disk")
 
 
+def _ran_out_of_time(job: dict[str, Any]) -> bool:
+    """The attempt ran as long as its ``attemptDurationSeconds``: Batch stopped it (a local Batch API says
+    no ``statusReason``, so the times tell)."""
+    limit = (job.get("timeout") or {}).get("attemptDurationSeconds")
+    started, stopped = job.get("startedAt"), job.get("stoppedAt")
+    return bool(limit and started and stopped and stopped - started >= limit * 1000)
+
+
 def batch_name(text: str, limit: int = 128) -> str:
     """Batch's names: letters, digits, hyphens, underscores, up to 128, starting alphanumeric."""
     cleaned = re.sub(r"[^A-Za-z0-9_-]+", "-", text).strip("-_") or "job"
@@ -248,7 +256,7 @@ class BatchLauncher(Launcher):
         if code is None:
             code = self._summary_exit_code(job)
         reason = job.get("statusReason") or ""
-        timed_out = "timeout" in reason.lower()
+        timed_out = "timeout" in reason.lower() or _ran_out_of_time(job)
         return BackendState(JobState.SUCCEEDED if status == "SUCCEEDED" else JobState.FAILED, code, reason or None, timed_out)
 
     def find(self, record: JobRecord) -> str | None:

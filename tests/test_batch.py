@@ -91,3 +91,15 @@ def test_batch_names_are_sanitised() -> None:
     assert batch_name("gpstage-job 42/ü.x") == "gpstage-job-42-x"
     assert len(batch_name("a" * 300)) == 128
     assert os.path.basename(batch_name("--x--")) == "x"
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(240)
+def test_batchs_own_time_limit_ends_failed_142_never_succeeded(tmp_path: Path, batch_queue) -> None:
+    """The job has no time_s of its own, so only Batch's attemptDurationSeconds (its 60 s minimum) stops
+    it; the local Batch API gives no statusReason, so the launcher tells from the attempt's run time."""
+    spec = lay_out_job(tmp_path / "j", "nfs:///", image=batch_queue["image"], sleep_s=600)
+    result = launcher(batch_queue, default_time_s=1, staging_grace_s=0).submit(spec).wait(timeout=200)
+    assert (result.state, result.exit_code, result.reason) == (JobState.FAILED, 142, "timeout")
+    job = batch_queue["client"].describe_jobs(jobs=[result.backend_id])["jobs"][0]
+    assert job["timeout"]["attemptDurationSeconds"] == 60 and job["status"] == "FAILED"
