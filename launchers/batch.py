@@ -32,6 +32,7 @@ from typing import Any
 from pydantic import Field
 
 from gpstage.credentials import is_credential
+from gpstage.credfile import ENV_NAME as CREDENTIALS_ENV
 from gpstage.errors import BadInput, GpstageError
 from gpstage.records import JobRecord
 from gpstage.spec import JobSpec, Role
@@ -51,7 +52,11 @@ class BatchSettings(WrapperSettings):
     region: str | None = Field(None, description="default: AWS_REGION / AWS_DEFAULT_REGION")
     endpoint: str | None = Field(None, description="Batch API endpoint (a local API in tests); default: AWS_ENDPOINT_URL[_BATCH]")
     job_role_arn: str | None = Field(None, description="the role the job's container gets its storage credentials from")
-    credentials_file: str | None = Field(None, description="for local Batch APIs only: a credentials file mounted into the job")
+    credentials_file: str | None = Field(None, description="for local Batch APIs only: an AWS credentials file mounted "
+                                         "into the job (AWS_SHARED_CREDENTIALS_FILE)")
+    node_credentials_file: str | None = Field(None, description="a gpstage credentials file (docs/design.md §11) at this "
+                                              "path on every compute node (the launch template puts it there), mounted "
+                                              "read-only: for stores the job role cannot serve (gs://, az://)")
     forward_env: list[str] = Field(default_factory=lambda: list(DEFAULT_FORWARD),
                                    description="non-secret variables passed to the job (endpoints, region)")
     staging_grace_s: int = Field(600, ge=0, description="added to time_s for Batch's own attempt timeout")
@@ -160,6 +165,8 @@ class BatchLauncher(Launcher):
             env["GP_METADATA_DIR"] = spec.metadata_dir
         if s.credentials_file:
             env["AWS_SHARED_CREDENTIALS_FILE"] = s.credentials_file  # a path, not a secret
+        if s.node_credentials_file:
+            env[CREDENTIALS_ENV] = s.node_credentials_file
         for name, value in (("GPSTAGE_LOG_PUSH_INTERVAL", s.log_push_interval), ("GPSTAGE_KILL_GRACE", s.kill_grace)):
             if value is not None:
                 env[name] = str(value)
@@ -214,8 +221,9 @@ class BatchLauncher(Launcher):
             path = local_path_of(spec.url_of(d))
             if path is not None:
                 paths[path] = (path, False)
-        if s.credentials_file:
-            paths[s.credentials_file] = (s.credentials_file, True)
+        for node_file in (s.credentials_file, s.node_credentials_file):
+            if node_file:
+                paths[node_file] = (node_file, True)
         if record.runner == "docker":  # wrapper mode: the node's engine and its staging dir, same path
             paths[s.docker_socket] = (SOCKET_IN_ENTRY, False)
             staging = os.path.normpath(s.staging_dir)
