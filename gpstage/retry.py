@@ -28,7 +28,7 @@ TRANSIENT_NAMES = frozenset(
     }
 )
 TRANSIENT_CODES = frozenset(
-    {"SlowDown", "Throttling", "ThrottlingException", "RequestTimeout", "RequestTimeTooSkewed",
+    {"SlowDown", "Throttling", "ThrottlingException", "RequestTimeout",
      "InternalError", "ServiceUnavailable", "503", "500", "502", "504", "XAmzContentSHA256Mismatch",
      "BadDigest", "IncompleteBody"}
 )

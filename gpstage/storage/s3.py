@@ -70,7 +70,7 @@ class S3Provider(RemoteProvider):
         except Exception as err:  # noqa: BLE001 - botocore's profile errors (ProfileNotFound, ...) in one line
             raise StorageError(f"{url}: cannot load AWS credentials ({err})",
                                "check aws_profile / key_file / AWS_PROFILE") from None
-        return S3Client(profile.endpoint or endpoint_url(), profile.region or default_region(), creds,
+        return S3Client(profile.endpoint or endpoint_url(), profile.region or default_region(profile.aws_profile), creds,
                         connect_timeout=profile.connect_timeout or CONNECT_TIMEOUT_S,
                         read_timeout=profile.read_timeout or READ_TIMEOUT_S, pool=POOL)
 
@@ -94,6 +94,9 @@ class S3Provider(RemoteProvider):
         if code == "NoSuchBucket":
             bucket = self.fs_path(url).split("/", 1)[0]
             return StorageError(f"{url}: bucket {bucket!r} does not exist", "create it, or fix the bucket name in the URL")
+        if code == "RequestTimeTooSkewed":
+            return StorageError(f"{url}: this machine's clock differs from the S3 store's by more than it allows "
+                                "(even after adopting the store's time)", "set the clock right (NTP), then re-run")
         if code in ("InvalidAccessKeyId", "SignatureDoesNotMatch", "AccessDenied", "ExpiredToken"):
             return StorageError(f"{url}: S3 refused the credentials ({code})",
                                 "check AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY / AWS_PROFILE and the bucket policy")

@@ -12,15 +12,17 @@ DeleteObjects. Every method is ONE request; retries, counting and orchestration 
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import hmac
 import os
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
+from email.utils import parsedate_to_datetime
 from typing import Any
-from urllib.parse import quote, unquote, urlsplit
+from urllib.parse import quote, unquote_plus, urlsplit
 from xml.etree import ElementTree
 
 import aiohttp
@@ -54,16 +56,15 @@ class S3ResponseError(Exception):
 
 
 def credential_source(access_key: str | None = None, secret_key: str | None = None, token: str | None = None,
-                      aws_profile: str | None = None, credentials_file: str | None = None) -> Callable[[], Credentials]:
-    """A function returning current credentials: the given static ones (a storage profile read them from
-    the variables it names), else static ones from the standard environment, else botocore's chain
-    (profiles, SSO, web identity, container and instance roles; refreshed when they expire)."""
+                      aws_profile: str | None = None, credentials_file: str | None = None) -> Credentials | Refreshing:
+    """The credentials to sign with: the given static ones (a storage profile read them from the variables
+    it names), else static ones from the standard environment, else botocore's chain (profiles, SSO, web
+    identity, container and instance roles), refreshed when they expire."""
     if not (access_key and secret_key) and not (aws_profile or credentials_file):
         access_key, secret_key = os.environ.get("AWS_ACCESS_KEY_ID"), os.environ.get("AWS_SECRET_ACCESS_KEY")
         token = os.environ.get("AWS_SESSION_TOKEN") or None
     if access_key and secret_key:
-        static = Credentials(access_key, secret_key, token)
-        return lambda: static
+        return Credentials(access_key, secret_key, token)
     import botocore.session
 
     session = botocore.session.Session(profile=aws_profile)
@@ -72,16 +73,41 @@ def credential_source(access_key: str | None = None, secret_key: str | None = No
     found = session.get_credentials()
     if found is None:
         raise NoCredentialsError("no AWS credentials found")
-
-    def current() -> Credentials:
-        frozen = found.get_frozen_credentials()
-        return Credentials(frozen.access_key, frozen.secret_key, frozen.token)
-
-    return current
+    return Refreshing(found)
 
 
-def default_region() -> str:
-    return os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or DEFAULT_REGION
+class Refreshing:
+    """botocore's credentials, frozen between refreshes. A refresh may call a role's endpoint (blocking
+    network I/O), so the client runs :meth:`refresh` in a worker thread, never in its event loop."""
+
+    def __init__(self, found: Any) -> None:
+        self.found = found
+        self.frozen: Credentials | None = None
+
+    def current(self) -> Credentials | None:
+        """The frozen credentials, or None when a refresh is due."""
+        due = getattr(self.found, "refresh_needed", None)  # only botocore's RefreshableCredentials expire
+        return None if self.frozen is None or (due is not None and due()) else self.frozen
+
+    def refresh(self) -> Credentials:
+        frozen = self.found.get_frozen_credentials()
+        self.frozen = Credentials(frozen.access_key, frozen.secret_key, frozen.token)
+        return self.frozen
+
+
+def default_region(aws_profile: str | None = None) -> str:
+    """``AWS_REGION`` / ``AWS_DEFAULT_REGION``, else the region of the AWS profile in use (read with
+    botocore, only when there is a config file to read), else us-east-1."""
+    region = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")
+    config = os.environ.get("AWS_CONFIG_FILE") or os.path.expanduser("~/.aws/config")
+    if not region and os.path.isfile(config):
+        try:
+            import botocore.session
+
+            region = botocore.session.Session(profile=aws_profile).get_config_variable("region")
+        except Exception:  # noqa: BLE001 - botocore absent, or a broken profile: the default region
+            region = None
+    return region or DEFAULT_REGION
 
 
 def encode_key(key: str) -> str:
@@ -94,6 +120,7 @@ class Signer:
 
     def __init__(self, region: str) -> None:
         self.region = region
+        self.offset = timedelta(0)  # the store's clock minus ours, once a request was refused as skewed
         self._keys: dict[tuple[str, str, str], bytes] = {}
 
     def _key(self, secret: str, day: str) -> bytes:
@@ -108,7 +135,7 @@ class Signer:
 
     def sign(self, method: str, host: str, path: str, query: str, headers: dict[str, str], creds: Credentials) -> None:
         """Add ``x-amz-date``, the token and ``Authorization`` to ``headers`` (names in lower case)."""
-        now = datetime.now(timezone.utc)
+        now = datetime.now(timezone.utc) + self.offset
         stamp = now.strftime("%Y%m%dT%H%M%SZ")
         day = stamp[:8]
         headers["host"] = host
@@ -134,7 +161,7 @@ class S3Client:
     """Requests against one endpoint. Path-style addressing for custom endpoints (every S3-compatible
     store understands it); virtual-hosted style on AWS itself."""
 
-    def __init__(self, endpoint: str | None, region: str, credentials: Callable[[], Credentials], *,
+    def __init__(self, endpoint: str | None, region: str, credentials: Credentials | Refreshing, *,
                  connect_timeout: float, read_timeout: float, pool: int) -> None:
         self.custom_endpoint = endpoint is not None
         self.endpoint = (endpoint or f"https://s3.{region}.amazonaws.com").rstrip("/")
@@ -163,14 +190,34 @@ class S3Client:
         (and thereby releases) the returned response."""
         base, host, path = self._where(bucket, key)
         query = canonical_query(params or {})
-        hdrs = {k.lower(): v for k, v in (headers or {}).items()}
-        self.signer.sign(method, host, path, query, hdrs, self.credentials())
         url = URL(f"{base}{path}?{query}" if query else f"{base}{path}", encoded=True)
-        resp = await self.session.request(method, url, data=data, headers=hdrs)
-        if resp.status >= 300:
-            body = await resp.read()
-            raise _error(resp.status, body, resp.headers)
-        return resp
+        for attempt in (1, 2):
+            hdrs = {k.lower(): v for k, v in (headers or {}).items()}
+            self.signer.sign(method, host, path, query, hdrs, await self._credentials())
+            resp = await self.session.request(method, url, data=data, headers=hdrs)
+            if resp.status < 300:
+                return resp
+            error = _error(resp.status, await resp.read(), resp.headers)
+            if attempt == 1 and error.code == "RequestTimeTooSkewed" and self._learn_clock(resp.headers):
+                continue  # signed again with the store's time: once, never in a loop
+            raise error
+        raise AssertionError("unreachable")
+
+    async def _credentials(self) -> Credentials:
+        if isinstance(self.credentials, Credentials):
+            return self.credentials
+        return self.credentials.current() or await asyncio.to_thread(self.credentials.refresh)
+
+    def _learn_clock(self, headers: Any) -> bool:
+        """Adopt the store's clock from a refusal's ``Date`` header; False when it gives none."""
+        try:
+            server = parsedate_to_datetime(headers.get("Date", ""))
+        except (TypeError, ValueError):
+            return False
+        if server.tzinfo is None:
+            return False
+        self.signer.offset = server - datetime.now(timezone.utc)
+        return True
 
     # ---- operations ---------------------------------------------------------------------
     async def list_page(self, bucket: str, prefix: str, token: str | None) -> tuple[list[dict[str, Any]], str | None]:
@@ -186,7 +233,7 @@ class S3Client:
             if _local(node.tag) != "Contents":
                 continue
             fields = {_local(c.tag): c.text or "" for c in node}
-            key = unquote(fields["Key"]) if url_encoded else fields["Key"]
+            key = unquote_plus(fields["Key"]) if url_encoded else fields["Key"]
             objects.append({"Key": key, "Size": int(fields.get("Size") or 0), "ETag": fields.get("ETag"),
                             "LastModified": fields.get("LastModified")})
         more = _text(root, "IsTruncated") == "true"
@@ -240,7 +287,7 @@ class S3Client:
         for node in root:
             if _local(node.tag) == "Upload":
                 fields = {_local(c.tag): c.text or "" for c in node}
-                uploads.append((unquote(fields["Key"]) if url_encoded else fields["Key"], fields["UploadId"]))
+                uploads.append((unquote_plus(fields["Key"]) if url_encoded else fields["Key"], fields["UploadId"]))
         more = _text(root, "IsTruncated") == "true"
         next_markers = (_text(root, "NextKeyMarker") or "", _text(root, "NextUploadIdMarker") or "") if more else None
         return uploads, next_markers
