@@ -159,7 +159,8 @@ class Entry:
             return True
         except Exception as e:  # noqa: BLE001 - e.g. a full or read-only disk: nothing more can be recorded
             self.status.state, self.status.exit_code = JobState.ERROR, EXIT_GPSTAGE_ERROR
-            self.log(f"error: cannot write the job's records in {self.spec.metadata_dir}: {one_line(e)}")
+            self.status.failed_phase = self.status.failed_phase or "record"
+            self.log(f"error in record: cannot write the job's records in {self.spec.metadata_dir}: {one_line(e)}")
             return False
 
     # ---- steps ----------------------------------------------------------------------------

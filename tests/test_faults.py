@@ -63,42 +63,43 @@ def test_a_dead_network_fails_in_bounded_time_with_one_line(tmp_path: Path, buck
     assert "\n" not in str(err.value) and str(err.value).startswith(f"s3://{bucket}/dead")
 
 
-def test_gcs_through_a_faulty_network(tmp_path: Path, gcs_bucket: str, gcs_endpoint: str) -> None:
-    """A second object store behind the same proxy: a tree up and down, byte-identical, retries counted."""
+def proxied_profile(store: str, request: pytest.FixtureRequest, proxy: FaultProxy,
+                    monkeypatch: pytest.MonkeyPatch) -> tuple[str, str]:
+    """(the URL of a fresh location on ``store``, the settings-file profile that sends it through ``proxy``)."""
+    limits = "connect_timeout = 1\nread_timeout = 1\nretry = {attempts = 12, base_delay = 0.05, max_delay = 0.3}\n"
+    if store == "gs":
+        bucket = request.getfixturevalue("gcs_bucket")
+        return f"gs://{bucket}/t", f'[storage."gs://{bucket}/"]\nendpoint = "{proxy.url}"\n{limits}'
+    container = request.getfixturevalue("azure_container")
+    parts = dict(p.split("=", 1) for p in request.getfixturevalue("azure_connection_string").split(";") if "=" in p)
+    account_path = parts["BlobEndpoint"].rstrip("/").partition("://")[2].partition("/")[2]
+    monkeypatch.setenv("GP_TEST_AZURE_THROUGH_PROXY", ";".join(
+        f"{k}={proxy.url}/{account_path}" if k == "BlobEndpoint" else f"{k}={v}" for k, v in parts.items()))
+    return (f"az://{container}/t",
+            f'[storage."az://{container}/"]\nconnection_string_env = "GP_TEST_AZURE_THROUGH_PROXY"\n{limits}')
+
+
+def upstream_of(store: str, request: pytest.FixtureRequest) -> str:
+    if store == "gs":
+        return request.getfixturevalue("gcs_endpoint")
+    blob = dict(p.split("=", 1) for p in request.getfixturevalue("azure_connection_string").split(";") if "=" in p)
+    return "http://" + blob["BlobEndpoint"].partition("://")[2].partition("/")[0]
+
+
+@pytest.mark.parametrize("store", ["gs", "az"])
+def test_other_object_stores_through_a_faulty_network(tmp_path: Path, request: pytest.FixtureRequest,
+                                                      monkeypatch: pytest.MonkeyPatch, store: str) -> None:
+    """GCS and Azure behind the same proxy (their SDKs' own retries are off): a tree up and down,
+    byte-identical, retries counted by gpstage's policy."""
     src = tmp_path / "src"
     for i in range(40):
         (src / f"d{i % 4}").mkdir(parents=True, exist_ok=True)
         (src / f"d{i % 4}" / f"f{i}.txt").write_text(f"file {i}\n" * (i + 1))
-    with FaultProxy(gcs_endpoint, rate=0.2, seed=12, stall_s=2.5) as proxy:
-        Path(os.environ["GPSTAGE_CONFIG"]).write_text(
-            f'[storage."gs://{gcs_bucket}/"]\nendpoint = "{proxy.url}"\nconnect_timeout = 1\nread_timeout = 1\n'
-            "retry = {attempts = 12, base_delay = 0.05, max_delay = 0.3}\n")
-        up = sync(str(src), f"gs://{gcs_bucket}/t")
-        down = sync(f"gs://{gcs_bucket}/t", str(tmp_path / "back"))
-    assert snapshot(tmp_path / "back") == snapshot(src)
-    assert sum(n for fate, n in proxy.counts.items() if fate != "pass") >= 3
-    assert up.retries + down.retries >= 1
-
-
-def test_azure_through_a_faulty_network(tmp_path: Path, azure_container: str, azure_connection_string: str,
-                                        monkeypatch: pytest.MonkeyPatch) -> None:
-    """Azure Blob behind the same proxy (its SDK's own retries are off: gpstage's policy counts them)."""
-    src = tmp_path / "src"
-    for i in range(40):
-        (src / f"d{i % 4}").mkdir(parents=True, exist_ok=True)
-        (src / f"d{i % 4}" / f"f{i}.txt").write_text(f"file {i}\n" * (i + 1))
-    parts = dict(p.split("=", 1) for p in azure_connection_string.split(";") if "=" in p)
-    blob = parts["BlobEndpoint"].rstrip("/")
-    upstream, _, account_path = blob.partition("://")[2].partition("/")
-    with FaultProxy(f"http://{upstream}", rate=0.2, seed=7, stall_s=2.5) as proxy:
-        proxied = ";".join(f"{k}={proxy.url}/{account_path}" if k == "BlobEndpoint" else f"{k}={v}"
-                           for k, v in parts.items())
-        monkeypatch.setenv("GP_TEST_AZURE_THROUGH_PROXY", proxied)
-        Path(os.environ["GPSTAGE_CONFIG"]).write_text(
-            f'[storage."az://{azure_container}/"]\nconnection_string_env = "GP_TEST_AZURE_THROUGH_PROXY"\n'
-            "connect_timeout = 1\nread_timeout = 1\nretry = {attempts = 12, base_delay = 0.05, max_delay = 0.3}\n")
-        up = sync(str(src), f"az://{azure_container}/t")
-        down = sync(f"az://{azure_container}/t", str(tmp_path / "back"))
+    with FaultProxy(upstream_of(store, request), rate=0.2, seed=12, stall_s=2.5) as proxy:
+        url, profile_text = proxied_profile(store, request, proxy, monkeypatch)
+        Path(os.environ["GPSTAGE_CONFIG"]).write_text(profile_text)
+        up = sync(str(src), url)
+        down = sync(url, str(tmp_path / "back"))
     assert snapshot(tmp_path / "back") == snapshot(src)
     assert sum(n for fate, n in proxy.counts.items() if fate != "pass") >= 3
     assert up.retries + down.retries >= 1
