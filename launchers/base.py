@@ -112,7 +112,7 @@ class Launcher(ABC):
 
     def cleanup(self, record: JobRecord) -> None:  # noqa: B027 - optional: a local process leaves nothing
         """Remove what the backend keeps for a finished job (containers, scripts); default: nothing.
-        Called once the end is recorded, and again by ``clean``: it must be idempotent."""
+        Called once the end is recorded, again by ``collect`` and ``clean``: it must be idempotent."""
 
     # ---- the shared flow ------------------------------------------------------------------------
     def check(self, spec: JobSpec, runner: str) -> None:
@@ -267,6 +267,7 @@ class Launcher(ABC):
                     transfers = stage_out(record.spec)
                     record = self._update(job_id, collected=True, transfers=[
                         *record.transfers, *({"phase": "out", **t.to_dict()} for t in transfers)])
+                    self.cleanup(record)  # again: a submitter killed right after recording the end left it undone
         return result_of(record)
 
     def clean(self, job_id: str) -> list[str]:

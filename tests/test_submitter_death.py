@@ -27,7 +27,7 @@ from gpstage.records import JobRecord, Owner, RecordStore
 from gpstage.spec import JobSpec, Role
 from tests.conftest import run_cli
 from tests.faultproxy import FaultProxy
-from tests.fixtures_pairs import job
+from tests.fixtures_pairs import Pair, job
 
 pytestmark = pytest.mark.timeout(240)
 GPSTAGE = str(Path(sys.executable).parent / "gpstage")
@@ -36,17 +36,18 @@ BIG = 5 * 2**20  # behind the proxy (1 MiB per 0.2 s, every response at least 0.
 
 @pytest.fixture
 def slow_s3(s3_endpoint: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, str]]:
-    """The CLI's environment with S3 behind a slow network (the entry, started by the local worker, too)."""
+    """The CLI's environment with S3 behind a slow network (the entries it starts get the endpoint too)."""
     with FaultProxy(s3_endpoint, rate=0.0, trickle_s=0.2) as proxy:
         yield {**os.environ, "AWS_ENDPOINT_URL": proxy.url}
 
 
-def big_job(tmp_path: Path, bucket: str, script: str) -> JobSpec:
-    spec = lay_out_job(tmp_path / "server", f"s3://{bucket}/gp")
+LAUNCHERS = ["local+process", "docker+process", "batch+process"]
+
+
+def big_job(tmp_path: Path, bucket: str, script: str, pair: Pair) -> JobSpec:
+    spec = job(tmp_path, f"s3://{bucket}/gp", pair)
     Path(spec.dir(Role.INPUTS).path, "big.bin").write_bytes(os.urandom(BIG))
     Path(spec.executable_path).write_text(f"#!/bin/bash\n{script}\n")
-    path = tmp_path / "job.json"
-    path.write_text(spec.to_json())
     return spec
 
 
@@ -57,9 +58,12 @@ def record(spec: JobSpec) -> JobRecord | None:
         return None
 
 
-def kill_run_when(spec: JobSpec, env: dict[str, str], when: Callable[[JobRecord], bool], tmp_path: Path) -> None:
-    """Start ``gpstage run``, SIGKILL it as soon as its record satisfies ``when``."""
-    proc = subprocess.Popen([GPSTAGE, "run", str(tmp_path / "job.json"), "--set", "poll_interval=0.1"], env=env,
+def kill_run_when(spec: JobSpec, pair: Pair, env: dict[str, str], when: Callable[[JobRecord], bool],
+                  tmp_path: Path) -> None:
+    """Start ``gpstage run`` on the pair's launcher, SIGKILL it as soon as its record satisfies ``when``."""
+    (tmp_path / "job.json").write_text(spec.to_json())
+    sets = [arg for k, v in {**pair.settings, "poll_interval": 0.1}.items() for arg in ("--set", f"{k}={v}")]
+    proc = subprocess.Popen([GPSTAGE, "run", str(tmp_path / "job.json"), "--launcher", pair.launcher, *sets], env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 120
     try:
@@ -79,30 +83,32 @@ def final_from_a_new_process(spec: JobSpec, env: dict[str, str], command: str = 
     return doc
 
 
-def test_killed_during_stage_in_is_an_error_with_the_reason(tmp_path: Path, bucket: str, slow_s3: dict) -> None:
-    spec = big_job(tmp_path, bucket, "exit 0")
-    kill_run_when(spec, slow_s3, lambda r: r.state.value == "STAGING", tmp_path)
+@pytest.mark.parametrize("name", LAUNCHERS)
+def test_killed_during_stage_in_is_an_error_with_the_reason(tmp_path: Path, bucket: str, slow_s3: dict, pair_for,
+                                                            name: str) -> None:
+    spec = big_job(tmp_path, bucket, "exit 0", pair := pair_for(name))
+    kill_run_when(spec, pair, slow_s3, lambda r: r.state.value == "STAGING", tmp_path)
     time.sleep(0.3)
     doc = final_from_a_new_process(spec, slow_s3, "status")
     assert (doc["state"], doc["exit_code"]) == ("ERROR", 125)
     assert "submitting process" in doc["message"] and "died while the job was STAGING" in doc["message"]
 
 
-@pytest.mark.parametrize("point", ["right after submit", "while waiting"])
-def test_killed_after_the_start_a_new_process_waits_and_collects(tmp_path: Path, point: str) -> None:
-    spec = lay_out_job(tmp_path / "server", f"file://{tmp_path}/store", sleep_s=1)
-    (tmp_path / "job.json").write_text(spec.to_json())
-    when = ((lambda r: r.backend_id is not None) if point == "right after submit"
-            else (lambda r: r.state.value == "RUNNING"))
-    kill_run_when(spec, dict(os.environ), when, tmp_path)
+@pytest.mark.parametrize("name", LAUNCHERS)
+def test_killed_right_after_submit_a_new_process_waits_and_collects(tmp_path: Path, bucket: str, pair_for,
+                                                                     name: str) -> None:
+    spec = job(tmp_path, f"s3://{bucket}/gp", pair := pair_for(name), sleep_s=1)
+    kill_run_when(spec, pair, dict(os.environ), lambda r: r.backend_id is not None, tmp_path)
     doc = final_from_a_new_process(spec, dict(os.environ))
     assert (doc["state"], doc["exit_code"], doc["collected"]) == ("SUCCEEDED", 0, True)
     assert Path(spec.workdir, "counts.txt").read_text() == expected_counts()
 
 
-def test_killed_during_stage_out_then_two_collects_finish_it_once(tmp_path: Path, bucket: str, slow_s3: dict) -> None:
-    spec = big_job(tmp_path, bucket, 'cp "$INPUT_FILES_DIR/big.bin" out.bin')
-    kill_run_when(spec, slow_s3, lambda r: r.state.terminal, tmp_path)  # collect has begun: the outputs are coming
+@pytest.mark.parametrize("name", LAUNCHERS)
+def test_killed_during_stage_out_then_two_collects_finish_it_once(tmp_path: Path, bucket: str, slow_s3: dict, pair_for,
+                                                                  name: str) -> None:
+    spec = big_job(tmp_path, bucket, 'cp "$INPUT_FILES_DIR/big.bin" out.bin', pair := pair_for(name))
+    kill_run_when(spec, pair, slow_s3, lambda r: r.state.terminal, tmp_path)  # collect has begun: outputs coming
     assert not record(spec).collected
     with ThreadPoolExecutor(2) as pool:
         docs = list(pool.map(lambda _: final_from_a_new_process(spec, slow_s3, "collect"), range(2)))
@@ -161,7 +167,7 @@ get_launcher(sys.argv[1], json.loads(sys.argv[2])).submit(load_spec(sys.argv[3])
 """
 
 
-@pytest.mark.parametrize("name", ["local+process", "docker+process", "batch+process"])
+@pytest.mark.parametrize("name", LAUNCHERS)
 def test_a_notebook_killed_while_waiting_leaves_a_job_a_new_process_finishes(tmp_path: Path, bucket: str, pair_for,
                                                                               name: str) -> None:
     pair = pair_for(name)
