@@ -32,12 +32,21 @@ FILE_VARIABLES = ("GOOGLE_APPLICATION_CREDENTIALS", "AWS_SHARED_CREDENTIALS_FILE
 AWS_DEFAULT_FILES = {"AWS_SHARED_CREDENTIALS_FILE": "~/.aws/credentials", "AWS_CONFIG_FILE": "~/.aws/config"}
 
 
-def gather(env: Mapping[str, str]) -> dict[str, Any]:
-    """The credentials in ``env`` (and the files it names) as the file's document; empty when none."""
+def split(env: Mapping[str, str]) -> tuple[dict[str, str], dict[str, str]]:
+    """``env`` as (the credential variables — the SDKs' and the storage profiles' — , everything else):
+    what a credentials file carries, and what may go into an environment an operator can inspect."""
     from gpstage.profiles import credential_env_names
 
     names = credential_env_names()
-    values = {k: v for k, v in env.items() if (is_credential(k) or k in names) and k != ENV_NAME}
+    secret, rest = {}, {}
+    for k, v in env.items():
+        (secret if (is_credential(k) or k in names) and k != ENV_NAME else rest)[k] = v
+    return secret, rest
+
+
+def gather(env: Mapping[str, str]) -> dict[str, Any]:
+    """The credentials in ``env`` (and the files it names) as the file's document; empty when none."""
+    values = split(env)[0]
     files = {}
     for var in FILE_VARIABLES:
         path = values.pop(var, None)

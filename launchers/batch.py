@@ -31,8 +31,8 @@ from typing import Any
 
 from pydantic import Field
 
-from gpstage.credentials import is_credential
 from gpstage.credfile import ENV_NAME as CREDENTIALS_ENV
+from gpstage.credfile import split
 from gpstage.errors import BadInput, GpstageError
 from gpstage.records import JobRecord
 from gpstage.spec import JobSpec, Role
@@ -159,7 +159,8 @@ class BatchLauncher(Launcher):
 
     def _environment(self, record: JobRecord) -> dict[str, str]:
         s, spec = self.settings_, record.spec
-        env = {k: os.environ[k] for k in s.forward_env if k in os.environ and not is_credential(k)}
+        shareable = split(os.environ)[1]  # never a credential in a job's description
+        env = {k: shareable[k] for k in s.forward_env if k in shareable}
         env.update(spec.env)
         if s.legacy:
             env["GP_METADATA_DIR"] = spec.metadata_dir

@@ -28,7 +28,7 @@ from pydantic import Field
 
 from container_entry.api import LABEL_JOB, LABEL_ROLE, LABEL_STAGING, commit_reference, docker_client, ensure_image
 from gpstage import __version__
-from gpstage.credentials import is_credential
+from gpstage.credfile import split
 from gpstage.errors import BadInput, GpstageError
 from gpstage.records import JobRecord
 from gpstage.spec import JobSpec
@@ -210,15 +210,13 @@ class DockerLauncher(Launcher):
 
     def _environment(self) -> dict[str, str]:
         from gpstage.config import config_path
-        from gpstage.profiles import credential_env_names
 
         settings = self.settings
         assert isinstance(settings, DockerSettings)
         names = [p for p in settings.forward_env if not p.endswith("_")]
         prefixes = tuple(p for p in settings.forward_env if p.endswith("_"))
-        secret_names = credential_env_names()  # these travel in the credentials file, never in the environment
-        env = {k: v for k, v in os.environ.items()
-               if (k in names or k.startswith(prefixes)) and not is_credential(k) and k not in secret_names}
+        _, shareable = split(os.environ)  # credentials travel in the credentials file, never in the environment
+        env = {k: v for k, v in shareable.items() if k in names or k.startswith(prefixes)}
         if config_path().exists():
             env["GPSTAGE_CONFIG"] = str(config_path())
         for name, value in (("GPSTAGE_LOG_PUSH_INTERVAL", settings.log_push_interval),

@@ -24,10 +24,8 @@ import subprocess
 
 from pydantic import Field
 
-from gpstage.credentials import is_credential
-from gpstage.credfile import ENV_NAME, gather, write
+from gpstage.credfile import ENV_NAME, gather, split, write
 from gpstage.errors import GpstageError
-from gpstage.profiles import credential_env_names
 from gpstage.records import JobRecord
 from gpstage.states import JobState
 from launchers.base import BackendState, Launcher, LauncherSettings, entry_args
@@ -66,8 +64,7 @@ class SlurmLauncher(Launcher):
     def _run(self, argv: list[str], what: str, check: bool = True) -> subprocess.CompletedProcess[str]:
         """``argv`` with this process's environment minus every credential: sbatch exports what it has, and
         slurmctld keeps it where ``scontrol show job -dd`` shows it (credentials travel in a file)."""
-        secret_names = credential_env_names()
-        env = {k: v for k, v in os.environ.items() if not is_credential(k) and k not in secret_names}
+        env = split(os.environ)[1]
         if self.settings_.slurm_conf:
             env["SLURM_CONF"] = self.settings_.slurm_conf
         for name, value in (("GPSTAGE_LOG_PUSH_INTERVAL", self.settings_.log_push_interval),

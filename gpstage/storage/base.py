@@ -165,9 +165,6 @@ class RemoteTree(ABC):
         return 0
 
     # ---- written once, for every store -----------------------------------------------------------
-    def key(self, rel: str) -> str:
-        return f"{self.root}/{rel}" if rel else self.root
-
     async def call(self, op: Callable[[], Awaitable[T]], rel: str = "") -> T:
         """Run ``op`` under the retry policy; count requests and retries; translate the final error."""
 

@@ -62,6 +62,10 @@ class FsspecProvider(RemoteProvider):
 class FsspecTree(RemoteTree):
     """A tree through fsspec's filesystem API (``client`` is the filesystem)."""
 
+    def key(self, rel: str) -> str:
+        """The fsspec path of ``rel``."""
+        return f"{self.root}/{rel}" if rel else self.root
+
     async def _fs(self, name: str, *args: Any, **kwargs: Any) -> Any:
         """Call fsspec method ``name`` natively when async, in a worker thread otherwise."""
         if getattr(self.client, "async_impl", False) and getattr(self.client, "asynchronous", False):
