@@ -106,16 +106,26 @@ def load_job(args: argparse.Namespace, env: Mapping[str, str]) -> JobSpec:
 
 def run(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None) -> int:
     """Parse, run the job, return the exit code. Errors before the job could start exit 125."""
+    from container_entry.bundle import prepare_process
+    from gpstage.spec import SpecTooNew
+
     env = os.environ if env is None else env
     args = build_parser().parse_args(argv)
+    refused: SpecTooNew | None = None
     try:
+        prepare_process()  # in an entry bundle: its CA certificates when the image has none
         env = _read_credentials(env)
         from container_entry.lifecycle import Entry
         from container_entry.runners import get_runner
         from container_entry.settings import EntrySettings
         from gpstage.stage import check_storage
 
-        spec = load_job(args, env)
+        try:
+            spec = load_job(args, env)
+        except SpecTooNew as e:  # recorded as ERROR below, where the launcher looks, when it can be
+            if e.readable is None:
+                raise
+            spec, refused = e.readable, e
         check_storage(spec)
         settings = EntrySettings.from_env(env, log_push_interval=args.log_push_interval, kill_grace=args.kill_grace,
                                           jobs=args.jobs, prerun_script=args.prerun_script,
@@ -134,6 +144,8 @@ def run(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None)
     except GpstageError as e:
         print(f"gpstage-entry: error: {e}", file=sys.stderr)
         return EXIT_GPSTAGE_ERROR
+    if refused is not None:
+        return Entry(spec, runner, settings, env).refuse(refused, "spec")
     return Entry(spec, runner, settings, env).run()
 
 

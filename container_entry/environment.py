@@ -13,6 +13,7 @@ import subprocess
 import tempfile
 from collections.abc import Mapping
 
+from container_entry.bundle import entry_only_variables, module_bash
 from container_entry.record import EntryLog
 from gpstage.credentials import without_credentials
 from gpstage.errors import GpstageError
@@ -64,9 +65,10 @@ def job_environment(exported: Mapping[str, str | None], spec: JobSpec) -> dict[s
 
 
 def _without_credentials(env: Mapping[str, str]) -> dict[str, str]:
+    """Also without what the entry set for itself only (an entry bundle's CA file)."""
     from gpstage.profiles import credential_env_names
 
-    named = credential_env_names() | _REGISTRY_CREDENTIALS
+    named = credential_env_names() | _REGISTRY_CREDENTIALS | entry_only_variables()
     return {k: v for k, v in without_credentials(env).items() if k not in named}
 
 
@@ -98,6 +100,6 @@ def _bash(args: list[str], env: Mapping[str, str], cwd: str, log: EntryLog, pass
     out = log.file
     if out:
         out.flush()
-    proc = subprocess.run(["bash", *args], env=dict(env), cwd=cwd, stdin=subprocess.DEVNULL, pass_fds=pass_fds,
+    proc = subprocess.run([module_bash(env), *args], env=dict(env), cwd=cwd, stdin=subprocess.DEVNULL, pass_fds=pass_fds,
                           stdout=out or subprocess.DEVNULL, stderr=subprocess.STDOUT, check=False)
     return proc.returncode

@@ -84,6 +84,20 @@ class Entry:
         assert self.status.exit_code is not None
         return self.status.exit_code
 
+    def refuse(self, error: Exception, phase: str) -> int:
+        """Record, where the job's launcher looks, a job the entry will not start (a spec newer than it
+        reads): ERROR 125 naming ``phase``, the metadata dir pushed; nothing else is staged or run."""
+        try:
+            os.makedirs(self.spec.metadata_dir, exist_ok=True)
+            self.log.open(self.paths["log"])
+        except OSError as e:
+            self.log(f"cannot create {self.spec.metadata_dir}: {e.strerror}")
+        self._error(error, phase)
+        self._finish(pulled=False)
+        self.log.close()
+        assert self.status.exit_code is not None
+        return self.status.exit_code
+
     def _run_steps(self) -> bool:
         """Steps 1-5; returns whether the dirs were pulled (only then are they pushed back). Whatever
         a step raises ends here, recorded against that step (docs/failures.md)."""

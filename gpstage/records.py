@@ -86,6 +86,8 @@ class JobRecord(BaseModel):
     owner: Owner | None = Field(None, description="the submitting process, while the job has no backend id")
     cancel_requested: bool = False
     collected: bool = False
+    entry_bundle: dict[str, str] | None = Field(None, description="the entry bundle mounted into the module's image: "
+                                                "path, version, hash, machine, extras (docs/entry-bundle.md)")
     spec: JobSpec
     transfers: list[dict[str, Any]] = Field(default_factory=list, description="stage-in and stage-out reports")
 

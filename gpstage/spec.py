@@ -22,6 +22,7 @@ from gpstage.urls import dir_url, split_url
 from gpstage.validation import format_validation_error
 
 # GenePattern's upload excludes, written so they match at any depth (aws-style globs cross "/").
+SPEC_VERSION = 1  # the job spec format this gpstage writes and reads; an entry refuses a newer one
 DEFAULT_STAGE_IN_EXCLUDES = ("*~", ".DS_Store", "*/.DS_Store", ".git*", "*/.git*")
 
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -128,7 +129,7 @@ class Hooks(_Strict):
 class JobSpec(_Strict):
     """A job: where its dirs live locally and on storage, what to run, in which image, with what limits."""
 
-    spec_version: Literal[1] = 1
+    spec_version: Literal[1] = SPEC_VERSION
     job_id: str
     storage_root: str = Field(description="URL under which each dir is stored at root + its absolute path")
     dirs: list[DirSpec] = Field(min_length=1)
@@ -252,6 +253,24 @@ def _is_within(path: str, parent: str) -> bool:
     return parent == "/" or path.startswith(parent.rstrip("/") + "/")
 
 
+class SpecTooNew(BadInput):
+    """A spec in a format newer than this gpstage reads (written by a newer launcher than the entry).
+    ``readable``: the spec read as this gpstage's format when that still works, so an entry can record
+    its refusal where the job's launcher looks; None when it does not."""
+
+    def __init__(self, source: str, version: int, data: dict[str, Any]) -> None:
+        from gpstage import __version__
+
+        super().__init__(f"{source}: spec_version {version} is newer than this gpstage ({__version__}) reads "
+                         f"(spec_version {SPEC_VERSION})",
+                         "update gpstage where the job runs (rebuild the entry bundle or the image), or submit "
+                         "from the gpstage that matches it")
+        try:
+            self.readable: JobSpec | None = JobSpec.model_validate({**data, "spec_version": SPEC_VERSION})
+        except ValidationError:
+            self.readable = None
+
+
 def parse_spec(text: str, source: str = "job spec") -> JobSpec:
     """Parse JSON or YAML text into a :class:`JobSpec`; every problem is a one-line :class:`BadInput`."""
     try:
@@ -266,6 +285,9 @@ def parse_spec(text: str, source: str = "job spec") -> JobSpec:
                            "fix the syntax; `gpstage spec schema` prints the expected shape") from None
     if not isinstance(data, dict):
         raise BadInput(f"{source}: expected a mapping of fields, got {type(data).__name__}", "see `gpstage spec schema`")
+    version = data.get("spec_version", SPEC_VERSION)
+    if isinstance(version, int) and not isinstance(version, bool) and version > SPEC_VERSION:
+        raise SpecTooNew(source, version, data)
     try:
         return JobSpec.model_validate(data)
     except ValidationError as err:

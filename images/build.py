@@ -65,6 +65,7 @@ HERE = Path(__file__).resolve().parent
 IMPORT_PATHS = [str(HERE), str(HERE.parent / "scripts")]  # the siblings, and scripts/hostutil.py they share
 sys.path[:0] = IMPORT_PATHS
 try:
+    import bundle
     import rootfs
     import wheels
     from docker_cli import LABEL, Docker, Log, file_sha, install_and_commit, prune, sha256
@@ -78,6 +79,7 @@ CACHE = Path(os.environ.get("GPSTAGE_IMAGES_CACHE", ROOT / "images" / ".cache"))
 RUNTIME_REPO = "gpstage/runtime"
 DEPS_REPO = "gpstage/runtime-deps"
 EXTRAS = "s3,gcs,azure,docker"  # docs/design.md §18
+BUNDLE_EXTRAS = ("s3", "gcs", "azure")  # the entry bundle's default: every storage (docs/entry-bundle.md)
 SOURCE_PATHS = ("gpstage", "launchers", "container_entry", "pyproject.toml")
 ENTRY_SCRIPT = "container_entry/runS3OnBatch.sh"  # → /usr/local/bin/runS3OnBatch.sh, when it exists
 PATH_ENV = rootfs.PATH_ENV
@@ -201,8 +203,26 @@ def ensure_runtime(docker: Docker, log: Log) -> str:
     return ref
 
 
+# ---- the entry bundle ----------------------------------------------------------------------------
+def ensure_entry_bundle(docker: Docker, log: Log, extras: tuple[str, ...] = BUNDLE_EXTRAS,
+                        dest: Path | None = None) -> str:
+    """The entry bundle (images/bundle.py) with `extras`, in `dest` (default: bundle.default_dest()); its dir."""
+    base, base_labels = rootfs.ensure_base(docker, log, CACHE)
+    rootfs.need_tools({"bash-static": "bash-static", "strip": "binutils"}, log)
+    return str(bundle.ensure_bundle(docker, log, base, base_labels, ROOT, source_files(), gpstage_version(), extras,
+                                    dest or bundle.default_dest()))
+
+
 # ---- entry points -----------------------------------------------------------------------------
-BUILDERS = {"bash-module": rootfs.ensure_bash_module, "runtime": ensure_runtime}
+def ensure_python_module(docker: Docker, log: Log) -> str:
+    """A Debian image with a python that is not gpstage's: the runtime base (python3, an empty venv)."""
+    return rootfs.ensure_base(docker, log, CACHE)[0]
+
+
+BUILDERS = {"bash-module": rootfs.ensure_bash_module, "runtime": ensure_runtime, "bundle": ensure_entry_bundle,
+            "static-module": rootfs.ensure_static_module, "busybox-module": rootfs.ensure_busybox_module,
+            "user-module": rootfs.ensure_user_module,
+            "python-module": ensure_python_module}
 
 
 def ensure_images(docker_host: str | None = None, which: tuple[str, ...] = tuple(BUILDERS),
@@ -219,10 +239,20 @@ def main() -> None:
     ap.add_argument("image", nargs="?", default="all", choices=["all", *BUILDERS])
     ap.add_argument("--docker-host", default=os.environ.get("DOCKER_HOST"),
                     help="the daemon to build in (default: $DOCKER_HOST)")
+    ap.add_argument("--extras", default=",".join(BUNDLE_EXTRAS),
+                    help="bundle: gpstage extras it holds, comma-separated (default: %(default)s; s3 alone is smallest)")
+    ap.add_argument("--dest", type=Path, help="bundle: the directory it goes to, as DEST/<version>-<hash> with DEST/current "
+                    "pointing at it (default: $GPSTAGE_BUNDLE_DIR, else ~/.local/share/gpstage/entry-bundle)")
     args = ap.parse_args()
     which = tuple(BUILDERS) if args.image == "all" else (args.image,)
-    for ref in ensure_images(args.docker_host, which).values():
-        print(ref)
+    docker = Docker(args.docker_host)
+    with build_lock():
+        for name in which:
+            if name == "bundle":
+                extras = tuple(e for e in args.extras.split(",") if e)
+                print(ensure_entry_bundle(docker, _stderr, extras, args.dest))
+            else:
+                print(BUILDERS[name](docker, _stderr))
 
 
 if __name__ == "__main__":

@@ -1,9 +1,12 @@
 """Root filesystems made on the host and imported as images (``tar | docker import``), for images/build.py.
 
-Owns the two images that start from nothing:
+Owns the images that start from nothing:
 
 * ``gpstage/bash-module:1`` (:func:`ensure_bash_module`): a static busybox, the host's ``/bin/bash`` and the
-  libraries it links, ``/etc/passwd``, ``/tmp`` — written straight into the tar, no rootfs on disk.
+  libraries it links, ``/etc/passwd``, ``/tmp`` — written straight into the tar, no rootfs on disk. Three
+  variants for the entry bundle's tests (:func:`module_image` makes all four): ``gpstage/static-module:1``,
+  a static busybox and a static bash and nothing else (no libc, no /lib), ``gpstage/busybox-module:1``, a
+  static busybox alone (no bash), and ``gpstage/user-module:1``, bash-module with ``USER 1000:1000``.
 * ``gpstage/runtime-base:<recipe hash>`` (:func:`ensure_base`): ``debootstrap --variant=minbase`` from the
   Debian mirror in the host's apt sources, :data:`BASE_SCRIPT` run inside it (chroot, clean environment),
   everything of the host and of the build removed again, then imported. Needs root.
@@ -30,6 +33,9 @@ from docker_cli import LABEL, Docker, Log, file_sha, sha256
 from hostutil import SYSTEM_PATH, apt_install, elf_linking, missing_tools, unmount_under, which
 
 BASH_MODULE = "gpstage/bash-module:1"
+STATIC_MODULE = "gpstage/static-module:1"  # static busybox + static bash, nothing else (the entry bundle's tests)
+USER_MODULE = "gpstage/user-module:1"  # bash-module with USER 1000:1000
+BUSYBOX_MODULE = "gpstage/busybox-module:1"  # a static busybox alone: no bash at all
 BASE_REPO = "gpstage/runtime-base"
 PATH_ENV = f"PATH={SYSTEM_PATH}"  # the runtime images' PATH (base, deps and final stage)
 SUITE = "bookworm"
@@ -75,13 +81,10 @@ def add_symlink(tar: tarfile.TarFile, name: str, target: str) -> None:
     tar.addfile(info)
 
 
-# ---- gpstage/bash-module:1 --------------------------------------------------------------------
+# ---- module images: gpstage/bash-module:1 and its test variants --------------------------------
 def bash_module_files() -> dict[str, Path]:
     """Path in the image → host file: busybox, bash, and every library `ldd /bin/bash` lists."""
-    busybox = which("busybox")
-    if not busybox or elf_linking(busybox) != "static":
-        raise SystemExit("need a static busybox: apt-get install -y busybox-static")
-    files = {"bin/busybox": Path(busybox), "bin/bash": Path("/bin/bash")}
+    files = {"bin/busybox": static_busybox(), "bin/bash": Path("/bin/bash")}
     ldd = subprocess.run(["ldd", "/bin/bash"], capture_output=True, text=True, check=True).stdout
     for line in ldd.splitlines():
         m = re.search(r"(?:=>\s*)?(/\S+)\s+\(0x", line)
@@ -90,33 +93,78 @@ def bash_module_files() -> dict[str, Path]:
     return files
 
 
+def static_module_files() -> dict[str, Path]:
+    """A static busybox and a static bash: no libc, no loader, no /lib."""
+    bash = which("bash-static")
+    if not bash or elf_linking(bash) != "static":
+        raise SystemExit("need a static bash: apt-get install -y bash-static")
+    return {"bin/busybox": static_busybox(), "bin/bash": Path(bash)}
+
+
+def static_busybox() -> Path:
+    busybox = which("busybox")
+    if not busybox or elf_linking(busybox) != "static":
+        raise SystemExit("need a static busybox: apt-get install -y busybox-static")
+    return Path(busybox)
+
+
 def ensure_bash_module(docker: Docker, log: Log) -> str:
+    """busybox + the host's bash and its libraries, as root: a third-party module image with no python."""
     need_tools({"busybox": "busybox-static"}, log)
-    files = bash_module_files()
+    return module_image(docker, log, BASH_MODULE, bash_module_files())
+
+
+def ensure_static_module(docker: Docker, log: Log) -> str:
+    """static busybox + static bash only: what an image without a libc or /lib looks like (issue 18's (a))."""
+    need_tools({"busybox": "busybox-static", "bash-static": "bash-static"}, log)
+    return module_image(docker, log, STATIC_MODULE, static_module_files())
+
+
+def ensure_busybox_module(docker: Docker, log: Log) -> str:
+    """A static busybox alone, no bash: exec.sh then runs with the entry bundle's static bash."""
+    need_tools({"busybox": "busybox-static"}, log)
+    return module_image(docker, log, BUSYBOX_MODULE, {"bin/busybox": static_busybox()})
+
+
+def ensure_user_module(docker: Docker, log: Log) -> str:
+    """gpstage/bash-module's files, with a USER that is not root (uid 1000, ``gpuser``)."""
+    need_tools({"busybox": "busybox-static"}, log)
+    return module_image(docker, log, USER_MODULE, bash_module_files(), user="1000:1000")
+
+
+def module_image(docker: Docker, log: Log, ref: str, files: dict[str, Path], user: str | None = None) -> str:
+    """An image of `files` (path in the image → host file) + busybox's applets, /etc/passwd, /tmp; built
+    from a tar in about a second, a no-op when its content hash is unchanged."""
     applets = sorted(set(subprocess.run([str(files["bin/busybox"]), "--list"], capture_output=True, text=True,
                                         check=True).stdout.split()) - {"busybox", "bash"})
-    passwd = b"root:x:0:0:root:/root:/bin/bash\nnobody:x:65534:65534:nobody:/nonexistent:/bin/false\n"
-    group = b"root:x:0:\nnogroup:x:65534:\n"
-    key = sha256(json.dumps({"recipe": 2, "files": {k: file_sha(v) for k, v in sorted(files.items())},
-                             "applets": applets, "passwd": passwd.decode(), "group": group.decode()}))
-    old = docker.inspect(BASH_MODULE)
+    passwd = (b"root:x:0:0:root:/root:/bin/bash\nnobody:x:65534:65534:nobody:/nonexistent:/bin/false\n"
+              b"gpuser:x:1000:1000:gpuser:/home/gpuser:/bin/bash\n")
+    group = b"root:x:0:\nnogroup:x:65534:\ngpuser:x:1000:\n"
+    changes = ["ENV PATH=/usr/local/bin:/usr/bin:/bin", 'CMD ["/bin/bash"]'] + ([f"USER {user}"] if user else [])
+    key = sha256(json.dumps({"recipe": 3, "files": {k: file_sha(v) for k, v in sorted(files.items())},
+                             "applets": applets, "passwd": passwd.decode(), "group": group.decode(), "changes": changes}))
+    old = docker.inspect(ref)
     if old and (old["Config"].get("Labels") or {}).get(LABEL) == key:
-        log(f"{BASH_MODULE}: up to date")
-        return BASH_MODULE
+        log(f"{ref}: up to date")
+        return ref
     t0 = time.monotonic()
 
     def feed(out) -> None:
         with tarfile.open(fileobj=out, mode="w|", format=tarfile.PAX_FORMAT) as tar:
-            for d in ("bin", "etc", "lib", "dev", "proc", "sys", "usr", "usr/bin", "usr/local", "usr/local/bin"):
+            made = {"bin", "etc", "dev", "proc", "sys", "usr", "usr/bin", "usr/local", "usr/local/bin"}
+            for d in sorted(made):
                 add_dir(tar, d)
             add_dir(tar, "tmp", 0o1777)
             add_dir(tar, "root", 0o700)
+            add_dir(tar, "home")
+            home = tarfile.TarInfo("home/gpuser")
+            home.type, home.mode, home.uid, home.gid = tarfile.DIRTYPE, 0o755, 1000, 1000
+            tar.addfile(home)
             add_bytes(tar, "etc/passwd", passwd)
             add_bytes(tar, "etc/group", group)
-            made = {"bin", "lib", "usr", "usr/bin"}
             for dest, src in sorted(files.items()):
-                parent = os.path.dirname(dest)
-                for i, _ in enumerate(parts := parent.split("/")):
+                parts = os.path.dirname(dest).split("/")
+                for i in range(len(parts)):
                     sub = "/".join(parts[: i + 1])
                     if sub not in made:
                         add_dir(tar, sub)
@@ -126,11 +174,10 @@ def ensure_bash_module(docker: Docker, log: Log) -> str:
                 add_symlink(tar, f"bin/{name}", "busybox")
             add_symlink(tar, "usr/bin/env", "/bin/busybox")  # for `#!/usr/bin/env bash` scripts
 
-    docker.import_tar(BASH_MODULE, ["ENV PATH=/usr/local/bin:/usr/bin:/bin", 'CMD ["/bin/bash"]',
-                                    f"LABEL {LABEL}={key}"], feed)
-    docker.drop_replaced(old, BASH_MODULE)
-    log(f"{BASH_MODULE}: built in {time.monotonic() - t0:.1f}s")
-    return BASH_MODULE
+    docker.import_tar(ref, [*changes, f"LABEL {LABEL}={key}"], feed)
+    docker.drop_replaced(old, ref)
+    log(f"{ref}: built in {time.monotonic() - t0:.1f}s")
+    return ref
 
 
 # ---- gpstage/runtime-base:<hash> --------------------------------------------------------------

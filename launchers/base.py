@@ -126,7 +126,13 @@ class Launcher(ABC):
                            f"use runner={self.runners[0]} ({self.name}+{self.runners[0]})")
         if self.starts_module_image and not spec.image:
             raise BadInput(f"{self.name}+{runner} starts the module's image, and the spec names none",
-                           "set `image` to an image that contains gpstage-entry (e.g. gpstage/runtime)")
+                           "set `image` to the module's image")
+
+    def entry_bundle(self, spec: JobSpec, runner: str) -> dict[str, str] | None:
+        """The entry bundle a job of ``runner`` will mount (docs/entry-bundle.md), checked before anything is
+        staged — it exists, has this gpstage's format, runs on the backend's machine — as the job record
+        keeps it; None when the entry is not a mounted bundle. Default: None."""
+        return None
 
     def submit(self, spec: JobSpec) -> JobHandle:
         from gpstage.stage import check_storage, stage_in
@@ -134,8 +140,10 @@ class Launcher(ABC):
         check_storage(spec)
         runner = spec.runner or self.settings.runner or self.default_runner
         self.check(spec, runner)
+        bundle = self.entry_bundle(spec, runner)
         self.store.create(JobRecord(job_id=spec.job_id, launcher=self.name, runner=runner, state=JobState.STAGING,
-                                    settings=self.settings.model_dump(mode="json"), spec=spec, owner=Owner.current()))
+                                    settings=self.settings.model_dump(mode="json"), spec=spec, owner=Owner.current(),
+                                    entry_bundle=bundle))
         try:
             transfers = stage_in(spec)
             record = self._update(spec.job_id, state=JobState.QUEUED,

@@ -1,5 +1,9 @@
 """The ``batch`` launcher: AWS Batch (seed deployment 3) — the job's dirs staged to object storage, the
-entry started as a Batch job in the module's image (``batch+process``), polled, collected.
+entry started as a Batch job in the module's image (``batch+process``), polled, collected. The module's
+image is unmodified: the entry bundle (docs/entry-bundle.md) comes from ``entry_bundle`` on the node's disk
+(a launch template puts it there), mounted read-only through the job definition's volumes and run as
+the command — also in legacy mode, with GenePattern's five arguments (whatever runS3OnBatch.sh the
+image has is never called). Batch cannot override an image's ENTRYPOINT: module images have none.
 
 ``batch+docker`` (wrapper mode, docs/wrapper-mode.md, the Docker-in-Docker prototype of docs/genepattern-contracts.md):
 the Batch job runs the ENTRY image (``entry_image``) with the node's docker socket and a node-local
@@ -24,6 +28,7 @@ import hashlib
 import json
 import math
 import os
+import platform
 import re
 import time
 import uuid
@@ -31,6 +36,7 @@ from typing import Any
 
 from pydantic import Field
 
+from container_entry.api import bundle
 from gpstage.credfile import ENV_NAME as CREDENTIALS_ENV
 from gpstage.credfile import split
 from gpstage.errors import BadInput, GpstageError
@@ -39,6 +45,7 @@ from gpstage.spec import JobSpec, Role
 from gpstage.states import JobState
 from launchers.base import BackendState, Launcher, entry_args
 from launchers.docker import DEFAULT_SOCKET, SOCKET_IN_ENTRY, WrapperSettings, wrapper_check
+from launchers.mounted_entry import bundle_facts, entry_command, uses_bundle
 
 QUEUED = {"SUBMITTED", "PENDING", "RUNNABLE", "STARTING"}
 ENDED = {"SUCCEEDED", "FAILED"}
@@ -62,7 +69,10 @@ class BatchSettings(WrapperSettings):
     staging_grace_s: int = Field(600, ge=0, description="added to time_s for Batch's own attempt timeout")
     default_time_s: int = Field(14_400, gt=0, description="time limit of jobs whose spec has none (GenePattern's default)")
     default_memory_mib: int = Field(2048, gt=0)
-    legacy: bool = Field(False, description="start the job with runS3OnBatch.sh's five arguments instead of --spec")
+    legacy: bool = Field(False, description="start the job with runS3OnBatch.sh's five arguments instead of --spec "
+                         "(given to the mounted entry bundle; with entry=image, to the image's runS3OnBatch.sh)")
+    node_machine: str = Field(default_factory=platform.machine, description="uname -m of the compute nodes: an entry "
+                              "bundle built for another machine is refused (default: this machine's)")
     poll_interval: float = Field(5.0, gt=0)
     cancel_poll_interval: float = Field(5.0, ge=0, description="how often the entry looks for a cancel request on "
                                         "storage (0, or legacy mode: never; cancel is then terminate_job alone)")
@@ -150,12 +160,23 @@ class BatchLauncher(Launcher):
                                                              for k, v in sorted(self._environment(record).items())]})
         return job["jobId"]
 
+    def entry_bundle(self, spec: JobSpec, runner: str) -> dict[str, str] | None:
+        if not uses_bundle(self.settings, runner):
+            return None
+        machine = self.settings_.node_machine
+        return bundle_facts(self.settings_, lambda: machine, "the compute nodes (node_machine)")
+
     def _command(self, record: JobRecord) -> list[str]:
+        """The mounted bundle's entry (or the image's gpstage-entry), with --spec or the five legacy arguments;
+        legacy with entry=image runs the image's own runS3OnBatch.sh, as GenePattern's server does."""
         spec = record.spec
-        if not self.settings_.legacy:
-            return ["gpstage-entry", *entry_args(record)]
-        tasklib, inputs = spec.dir(Role.TASKLIB).path, spec.dir(Role.INPUTS).path
-        return ["/usr/local/bin/runS3OnBatch.sh", tasklib, inputs, spec.storage_root, spec.workdir, spec.executable_path]
+        args = entry_args(record)
+        if self.settings_.legacy:
+            tasklib, inputs = spec.dir(Role.TASKLIB).path, spec.dir(Role.INPUTS).path
+            args = [tasklib, inputs, spec.storage_root, spec.workdir, spec.executable_path]
+            if not record.entry_bundle:
+                return ["/usr/local/bin/runS3OnBatch.sh", *args]
+        return [*entry_command(record.entry_bundle), *args]
 
     def _environment(self, record: JobRecord) -> dict[str, str]:
         s, spec = self.settings_, record.spec
@@ -192,7 +213,7 @@ class BatchLauncher(Launcher):
         volumes, mounts = self._mounts(record)
         image = s.entry_image if record.runner == "docker" else spec.image
         props: dict[str, Any] = {
-            "image": image, "command": ["gpstage-entry", "--help"],
+            "image": image, "command": [*entry_command(record.entry_bundle), "--help"],
             "resourceRequirements": [{"type": "VCPU", "value": str(math.ceil(spec.resources.cpus or 1))},
                                      {"type": "MEMORY", "value": str(spec.resources.memory_mib or s.default_memory_mib)}],
             "volumes": volumes, "mountPoints": mounts,
@@ -225,6 +246,8 @@ class BatchLauncher(Launcher):
         for node_file in (s.credentials_file, s.node_credentials_file):
             if node_file:
                 paths[node_file] = (node_file, True)
+        if record.entry_bundle:  # the entry bundle, from the node's disk, read-only (docs/entry-bundle.md)
+            paths[record.entry_bundle["path"]] = (bundle.MOUNT_PATH, True)
         if record.runner == "docker":  # wrapper mode: the node's engine and its staging dir, same path
             paths[s.docker_socket] = (SOCKET_IN_ENTRY, False)
             staging = os.path.normpath(s.staging_dir)

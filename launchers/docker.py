@@ -1,15 +1,17 @@
 """The ``docker`` launcher: the ENTRY runs in a container on a docker host that is not the server (the
 notebook-server / swarm case of the seed), staging from remote storage inside the container.
 
-``docker+process`` (docs/design.md §7) starts the module's own image, which must contain ``gpstage-entry``
-(as GenePattern's images contain runS3OnBatch.sh). ``docker+docker`` (wrapper mode,
+``docker+process`` (docs/design.md §7) starts the module's own image, unmodified: the entry bundle
+(docs/entry-bundle.md) is mounted read-only and set as the container's entrypoint, so the image needs
+nothing of gpstage and no docker socket is mounted (``entry = "image"``: the image's own ``gpstage-entry``).
+The bundle is checked before anything is staged (launchers/mounted_entry.py). ``docker+docker`` (wrapper mode,
 docs/wrapper-mode.md) starts the ENTRY image (``entry_image``, ``gpstage/runtime``) with the docker
 socket and a per-job staging volume mounted; the entry stages into the volume and starts the module's
 ``image`` — any image with bash — itself, with the dirs mounted at their own paths. The volume (a copy
 of the job) is removed with the entry's container. Non-secret storage settings (endpoints, region) are
 forwarded by name from this process's environment; the credentials travel as one 0600 file, mounted
 read-only or copied into the created container, never in its environment (docs/design.md §11, so
-``docker inspect`` shows no secret); the settings file is mounted read-only when
+``docker inspect`` shows no secret); the settings file is mounted read-only (at /run/gpstage/config.toml) when
 it exists (storage profiles); ``file://``/``nfs://`` storage paths are bind-mounted at their own
 paths so a container sees the same storage as the server.
 """
@@ -26,7 +28,15 @@ from typing import Any, Literal
 
 from pydantic import Field
 
-from container_entry.api import LABEL_JOB, LABEL_ROLE, LABEL_STAGING, commit_reference, docker_client, ensure_image
+from container_entry.api import (
+    LABEL_JOB,
+    LABEL_ROLE,
+    LABEL_STAGING,
+    bundle,
+    commit_reference,
+    docker_client,
+    ensure_image,
+)
 from gpstage import __version__
 from gpstage.credfile import split
 from gpstage.errors import BadInput, GpstageError
@@ -34,13 +44,15 @@ from gpstage.records import JobRecord
 from gpstage.spec import JobSpec
 from gpstage.states import JobState
 from launchers.base import BackendState, Launcher, LauncherSettings, entry_args
+from launchers.mounted_entry import EntrySettings, bundle_facts, entry_command, uses_bundle
 
 DEFAULT_FORWARD = ["AWS_", "AZURE_STORAGE_", "AZURE_CLIENT_", "AZURE_TENANT_", "GOOGLE_", "STORAGE_EMULATOR_HOST", "GCSFS_"]
 DEFAULT_ENTRY_IMAGE = f"gpstage/runtime:{__version__}"
 SOCKET_IN_ENTRY = "/var/run/docker.sock"  # where the entry's container finds the engine (wrapper mode)
 DEFAULT_SOCKET = "/var/run/docker.sock"
-LABEL_SUBMITTED = "org.gpstage.submitted-at"
-CREDENTIALS_IN_ENTRY = "/run/gpstage/credentials.json"  # tells this submission's entry from an earlier run of the job_id
+LABEL_SUBMITTED = "org.gpstage.submitted-at"  # tells this submission's entry from an earlier run of the job_id
+CREDENTIALS_IN_ENTRY = "/run/gpstage/credentials.json"  # the credentials file, mounted or copied in
+CONFIG_IN_ENTRY = "/run/gpstage/config.toml"  # the settings file (storage profiles), read-only
 
 
 def wrapper_check(launcher: str, spec: JobSpec, runner: str, entry_image: str, commit_tag: str | None) -> None:
@@ -50,7 +62,7 @@ def wrapper_check(launcher: str, spec: JobSpec, runner: str, entry_image: str, c
             raise BadInput(f"{launcher}+docker runs the module's image from the entry's container ({entry_image}), "
                            "and the spec names none", "set `image` to the module's image (any image with bash)")
         raise BadInput(f"{launcher}+{runner} starts the module's image, and the spec names none",
-                       "set `image` to an image that contains gpstage-entry (e.g. gpstage/runtime), or use runner=docker")
+                       "set `image` to the module's image (the entry bundle is mounted into it), or use runner=docker")
     if commit_tag:
         if runner != "docker":
             raise BadInput(f"commit_tag needs the docker runner ({launcher}+docker), not {runner}",
@@ -64,9 +76,10 @@ def socket_path(docker_host: str | None) -> str:
     return host[len("unix://"):] if host.startswith("unix://") else DEFAULT_SOCKET
 
 
-class WrapperSettings(LauncherSettings):
-    """What docker and batch share: the entry's live pushes and kill grace, and wrapper mode's settings
-    (runner docker: the entry's image starts the module's image through the engine's socket)."""
+class WrapperSettings(LauncherSettings, EntrySettings):
+    """What docker and batch share: the entry's live pushes and kill grace, how the entry reaches the
+    module's image (the entry bundle, launchers/mounted_entry.py), and wrapper mode's settings (runner
+    docker: the entry's image starts the module's image through the engine's socket)."""
 
     log_push_interval: float | None = Field(None, ge=0)
     kill_grace: float | None = Field(None, ge=0)
@@ -111,15 +124,23 @@ class DockerLauncher(Launcher):
         super().check(spec, runner)
         wrapper_check(self.name, spec, runner, self.settings_.entry_image, self.settings_.commit_tag)
 
+    def entry_bundle(self, spec: JobSpec, runner: str) -> dict[str, str] | None:
+        if not uses_bundle(self.settings, runner):
+            return None
+        return bundle_facts(self.settings_, lambda: self._client().info().get("Architecture", "unknown"), "the docker host")
+
     def start(self, record: JobRecord) -> str:
         if record.runner == "docker":
             return self._start_wrapper(record)
-        spec, settings = record.spec, self.settings
-        assert isinstance(settings, DockerSettings) and spec.image
+        spec = record.spec
+        assert spec.image
         client = self._client()
         ensure_image(client, spec.image)
-        return self._run_entry(record, client, spec.image, self._environment(), self._volumes(record),
-                               self._labels(record), "check the image and the docker host")
+        volumes = self._volumes(record)
+        if record.entry_bundle:  # the module's own image, the bundle mounted read-only and run as the command
+            volumes[record.entry_bundle["path"]] = {"bind": bundle.MOUNT_PATH, "mode": "ro"}
+        return self._run_entry(record, client, spec.image, self._environment(), volumes, self._labels(record),
+                               "check the image and the docker host", entrypoint=record.entry_bundle is not None)
 
     @staticmethod
     def _labels(record: JobRecord) -> dict[str, str]:
@@ -171,24 +192,30 @@ class DockerLauncher(Launcher):
             raise
 
     def _run_entry(self, record: JobRecord, client: Any, image: str, env: dict[str, str],
-                   volumes: dict[str, dict[str, str]], labels: dict[str, str], fix: str) -> str:
-        """Create the entry's container, hand it the credentials file (docs/design.md §11), start it."""
+                   volumes: dict[str, dict[str, str]], labels: dict[str, str], fix: str, entrypoint: bool = False) -> str:
+        """Create the entry's container, hand it the credentials file (docs/design.md §11), start it.
+        ``entrypoint``: the entry is the mounted bundle, set as the container's entrypoint (the module's
+        image may have one of its own); else the image's own ``gpstage-entry`` is the command."""
         from gpstage.credfile import ENV_NAME, gather, write
 
         doc = gather(os.environ)
-        mode = self._credentials_mode()
+        user = _image_user(client, image)
+        mode = self._credentials_mode() if user is None else "copy"  # a non-root user cannot read our 0600 file
         if doc:
             env = {**env, ENV_NAME: CREDENTIALS_IN_ENTRY}  # a path: the secrets stay in the file
             if mode == "mount":
                 write(str(self._credentials_file(record)), doc)
                 volumes = {**volumes, str(self._credentials_file(record)): {"bind": CREDENTIALS_IN_ENTRY, "mode": "ro"}}
+        command = entry_command(record.entry_bundle if entrypoint else None)
         container = None
         try:
-            container = client.containers.create(image, ["gpstage-entry", *entry_args(record)], init=True,
+            container = client.containers.create(image, entry_args(record) if entrypoint else [*command, *entry_args(record)],
+                                                 entrypoint=command if entrypoint else None, init=True,
                                                  environment=env, volumes=volumes, network_mode=self.settings_.network,
                                                  labels=labels)
             if doc and mode == "copy":
-                container.put_archive("/", _private_file_tar(CREDENTIALS_IN_ENTRY, json.dumps(doc).encode()))
+                owner = _user_ids(container, user) if user else (0, 0)
+                container.put_archive("/", _private_file_tar(CREDENTIALS_IN_ENTRY, json.dumps(doc).encode(), owner))
             container.start()
         except Exception as err:  # noqa: BLE001 - the engine refused: one line
             if container is not None:
@@ -202,8 +229,11 @@ class DockerLauncher(Launcher):
         s = self.settings_
         if s.credentials != "auto":
             return s.credentials
-        host = s.docker_host or os.environ.get("DOCKER_HOST") or "unix://"
-        return "mount" if host.startswith("unix://") else "copy"
+        return "mount" if self._engine_is_local() else "copy"
+
+    def _engine_is_local(self) -> bool:
+        """A unix:// engine: it sees this machine's files (bind mounts of local paths mean what they say)."""
+        return (self.settings_.docker_host or os.environ.get("DOCKER_HOST") or "unix://").startswith("unix://")
 
     def _credentials_file(self, record: JobRecord) -> Path:
         return self.store.job_dir(record.job_id) / "credentials.json"
@@ -218,7 +248,7 @@ class DockerLauncher(Launcher):
         _, shareable = split(os.environ)  # credentials travel in the credentials file, never in the environment
         env = {k: v for k, v in shareable.items() if k in names or k.startswith(prefixes)}
         if config_path().exists():
-            env["GPSTAGE_CONFIG"] = str(config_path())
+            env["GPSTAGE_CONFIG"] = CONFIG_IN_ENTRY
         for name, value in (("GPSTAGE_LOG_PUSH_INTERVAL", settings.log_push_interval),
                             ("GPSTAGE_KILL_GRACE", settings.kill_grace)):
             if value is not None:
@@ -237,8 +267,8 @@ class DockerLauncher(Launcher):
             if path is not None:
                 os.makedirs(path, exist_ok=True)
                 volumes[path] = {"bind": path, "mode": "rw"}
-        if config_path().exists():
-            volumes[str(config_path())] = {"bind": str(config_path()), "mode": "ro"}
+        if config_path().exists():  # at a fixed path: a host path's parents would be made root-owned in the image
+            volumes[str(config_path())] = {"bind": CONFIG_IN_ENTRY, "mode": "ro"}
         return volumes
 
     def poll(self, record: JobRecord) -> BackendState:
@@ -289,8 +319,45 @@ class DockerLauncher(Launcher):
             volume.remove(force=True)
 
 
-def _private_file_tar(path: str, data: bytes) -> bytes:
-    """A tar of ``path`` (absolute) holding ``data``, mode 0600 in a 0700 dir, for ``put_archive("/")``."""
+def _image_user(client: Any, image: str) -> str | None:
+    """The image's USER when it is not root (None: root, the default)."""
+    user = (client.images.get(image).attrs.get("Config") or {}).get("User") or ""
+    return None if user.split(":")[0] in ("", "0", "root") else user
+
+
+def _user_ids(container: Any, user: str) -> tuple[int, int]:
+    """USER (``uid[:gid]`` or ``name[:group]``) as numbers, names looked up in the created container's
+    /etc/passwd and /etc/group; the credentials file is given to it so the entry, running as it, can read it."""
+    name, _, group = user.partition(":")
+
+    def lookup(path: str, key: str, field: int) -> int:
+        if key.isdigit():
+            return int(key)
+        import io
+        import tarfile
+
+        try:
+            stream, _ = container.get_archive(path)
+            with tarfile.open(fileobj=io.BytesIO(b"".join(stream))) as tar:
+                member = tar.extractfile(tar.getmembers()[0])
+                lines = member.read().decode(errors="replace").splitlines() if member else []
+        except Exception:  # noqa: BLE001 - no such file: the name cannot be resolved
+            lines = []
+        for line in lines:
+            parts = line.split(":")
+            if parts[0] == key and len(parts) > field:
+                return int(parts[field])
+        raise GpstageError(f"the image's USER {user} names {key!r}, which is not in its {path}",
+                           "give the image a numeric USER (uid:gid) or add the user to its /etc/passwd")
+
+    uid = lookup("/etc/passwd", name, 2)
+    gid = lookup("/etc/group", group, 2) if group else lookup("/etc/passwd", name, 3)
+    return uid, gid
+
+
+def _private_file_tar(path: str, data: bytes, owner: tuple[int, int] = (0, 0)) -> bytes:
+    """A tar of ``path`` (absolute) holding ``data``, mode 0600 in a 0700 dir, both owned by ``owner``
+    (uid, gid), for ``put_archive("/")``."""
     import io
     import tarfile
 
@@ -300,8 +367,11 @@ def _private_file_tar(path: str, data: bytes) -> bytes:
         for i in range(1, len(parts)):
             info = tarfile.TarInfo("/".join(parts[:i]))
             info.type, info.mode = tarfile.DIRTYPE, 0o755 if i < len(parts) - 1 else 0o700
+            if i == len(parts) - 1:
+                info.uid, info.gid = owner
             tar.addfile(info)
         info = tarfile.TarInfo("/".join(parts))
         info.size, info.mode = len(data), 0o600
+        info.uid, info.gid = owner
         tar.addfile(info, io.BytesIO(data))
     return buf.getvalue()

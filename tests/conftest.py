@@ -23,6 +23,9 @@ pytest_plugins = ["fixtures_docker", "fixtures_batch", "fixtures_hpc", "fixtures
 ROOT = Path(__file__).resolve().parent.parent
 SERVICES = ROOT / "scripts" / "services.py"
 sys.path.insert(0, str(ROOT))  # examples/ (the sample module) is shared by the tests and the demo
+# The entry bundle the images fixture builds and the container launchers mount by default
+# (docs/entry-bundle.md): under images/.cache, never the user's ~/.local/share; subprocesses inherit it.
+os.environ["GPSTAGE_BUNDLE_DIR"] = str(ROOT / "images" / ".cache" / "entry-bundle")
 
 # Storage every job-level test runs on; the entry's tests also run on ALL_STORAGE (gs, az).
 JOB_STORAGE = ["file", "nfs", "s3"]

@@ -31,4 +31,4 @@ def batch_queue(service_env, docker_host: str, images, s3_endpoint: str,
     creds.write_text(f"[default]\naws_access_key_id = {os.environ['AWS_ACCESS_KEY_ID']}\n"
                      f"aws_secret_access_key = {os.environ['AWS_SECRET_ACCESS_KEY']}\n")
     return {"endpoint": endpoint, "queue": queue["jobQueueName"], "credentials_file": str(creds), "client": batch,
-            "image": images["runtime"]}
+            "image": images["bash-module"]}

@@ -47,7 +47,7 @@ def _pair(name: str, request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyP
         q = request.getfixturevalue("batch_queue")
         settings = {**settings, "poll_interval": 0.3, "job_queue": q["queue"], "endpoint": q["endpoint"],
                     "credentials_file": q["credentials_file"], "staging_grace_s": 60, "cancel_poll_interval": 0.5}
-        if runner == "process":  # the entry in the module's image (gpstage/runtime)
+        if runner == "process":  # a module image with nothing of gpstage: the entry bundle is mounted into it
             return Pair(launcher, settings, q["image"])
         # batch+docker: the entry image with the node's docker socket and staging dir; a bash-only module image
         docker_host = request.getfixturevalue("docker_host")
@@ -61,8 +61,8 @@ def _pair(name: str, request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyP
     images = request.getfixturevalue("images")
     request.getfixturevalue("no_containers_left")
     monkeypatch.setenv("DOCKER_HOST", docker_host)
-    if launcher == "docker" and runner == "process":  # docker+process: the module's image contains the entry
-        return Pair(launcher, {**settings, "docker_host": docker_host, "network": "host"}, images["runtime"])
+    if launcher == "docker" and runner == "process":  # docker+process: the entry bundle mounted into a bash-only image
+        return Pair(launcher, {**settings, "docker_host": docker_host, "network": "host"}, images["bash-module"])
     if launcher == "docker":  # docker+docker: the entry image (wrapper) starts a bash-only module image
         return Pair(launcher, {**settings, "docker_host": docker_host, "network": "host", "entry_image": images["runtime"]},
                     images["bash-module"])

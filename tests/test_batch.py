@@ -28,14 +28,22 @@ def launcher(batch_queue: dict[str, Any], **overrides: Any) -> BatchLauncher:
     return get_launcher("batch", settings)
 
 
-def test_legacy_five_argument_mode_end_to_end(tmp_path: Path, batch_queue, bucket: str) -> None:
-    spec = lay_out_job(tmp_path / "gp", f"s3://{bucket}", image=batch_queue["image"], libraries_in_tasklib=True)
-    result = launcher(batch_queue, legacy=True).submit(spec).wait(timeout=180)
+@pytest.mark.parametrize("entry", ["bundle", "image"])
+def test_legacy_five_argument_mode_end_to_end(tmp_path: Path, batch_queue, bucket: str, images, entry: str) -> None:
+    """GenePattern's five arguments: to the mounted entry bundle in a module image that has no runS3OnBatch.sh
+    (nothing of gpstage), or — entry=image — to the image's own runS3OnBatch.sh (gpstage/runtime's)."""
+    image = batch_queue["image"] if entry == "bundle" else images["runtime"]
+    spec = lay_out_job(tmp_path / "gp", f"s3://{bucket}", image=image, libraries_in_tasklib=True)
+    result = launcher(batch_queue, legacy=True, entry=entry).submit(spec).wait(timeout=180)
     assert result.ok, result.message
     assert Path(spec.workdir, "counts.txt").read_text() == expected_counts()
     assert stored(spec, Role.WORKDIR, "counts.txt").decode() == expected_counts()
-    job = batch_queue["client"].describe_jobs(jobs=[result.backend_id])["jobs"][0]
-    assert "runS3OnBatch.sh" in str(job["container"]["command"])
+    command = batch_queue["client"].describe_jobs(jobs=[result.backend_id])["jobs"][0]["container"]["command"]
+    legacy_args = [spec.dir(Role.TASKLIB).path, spec.dir(Role.INPUTS).path, spec.storage_root, spec.workdir,
+                   spec.executable_path]
+    first = ["/opt/gpstage-entry/bin/bash", "/opt/gpstage-entry/gpstage-entry"] if entry == "bundle" else \
+        ["/usr/local/bin/runS3OnBatch.sh"]
+    assert command == [*first, *legacy_args]
 
 
 def test_a_job_definition_is_reused_by_the_next_job_with_the_same_image(tmp_path: Path, batch_queue, bucket: str) -> None:

@@ -1,7 +1,8 @@
 """The ``process`` runner: the module runs as a child process of the entry, in its own process group.
 
-Used when the entry is already inside the module's image (GenePattern's images today, AWS Batch's
-``batch+process``), or when there is no container at all (the local default).
+Used when the entry is already inside the module's image — mounted as the entry bundle
+(``docker+process``, ``batch+process``) or installed in it — or when there is no container at all (the
+local default). exec.sh runs with the image's own bash, the bundle's static one only when it has none.
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from __future__ import annotations
 import os
 import subprocess
 
+from container_entry.bundle import module_bash
 from container_entry.runners.base import ModuleRun, Runner, RunRequest
 from gpstage.errors import GpstageError
 
@@ -35,11 +37,14 @@ class ProcessRunner(Runner):
     name = "process"
 
     def start(self, request: RunRequest) -> ModuleRun:
+        argv = request.argv
+        if argv[0] == "bash":  # the image's bash; in an entry bundle, its static one when the image has none
+            argv = [module_bash(request.env), *argv[1:]]
         with open(request.stdout_path, "ab") as out, open(request.stderr_path, "ab") as err:
             try:
-                proc = subprocess.Popen(request.argv, cwd=request.cwd, env=request.env, stdin=subprocess.DEVNULL,
+                proc = subprocess.Popen(argv, cwd=request.cwd, env=request.env, stdin=subprocess.DEVNULL,
                                         stdout=out, stderr=err, start_new_session=True)
             except OSError as e:
-                raise GpstageError(f"cannot start {request.argv[0]}: {e.strerror}",
+                raise GpstageError(f"cannot start {argv[0]}: {e.strerror}",
                                    "install bash in the image or on this machine") from None
         return ProcessRun(proc)
