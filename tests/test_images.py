@@ -103,13 +103,14 @@ EOF
 
 
 def test_second_ensure_images_is_a_fast_noop(images, docker_host, docker_client):
-    before = {name: docker_client.images.get(ref).id for name, ref in images.items()}
+    refs = {name: ref for name, ref in images.items() if name != "bundle"}  # the entry bundle is a dir, not an image
+    before = {name: docker_client.images.get(ref).id for name, ref in refs.items()}
     messages: list[str] = []
     t0 = time.monotonic()
     again = _builder().ensure_images(docker_host, log=messages.append)
     elapsed = time.monotonic() - t0
     assert again == images
-    assert {name: docker_client.images.get(ref).id for name, ref in again.items()} == before
+    assert {name: docker_client.images.get(again[name]).id for name in refs} == before
     assert elapsed < 5, f"no-op rebuild took {elapsed:.1f}s"
     assert messages and all(m.endswith("up to date") for m in messages), messages
 
@@ -149,3 +150,12 @@ def test_no_containers_left_behind(images, run_container, docker_client):
 
     assert run_container(images["bash-module"], ["bash", "-c", "exit 9"])[0] == 9
     assert docker_client.containers.list(all=True, filters={"label": f"{TEST_LABEL}={SESSION}"}) == []
+
+
+def test_the_bundles_test_images_hold_nothing_of_gpstage(images, run_container, docker_client):
+    """What the entry bundle's tests rely on (tests/test_entry_bundle.py): no libc or /lib in the static
+    image, no bash in the busybox one, a non-root USER in the user one, no python in any of them."""
+    probe = "for p in /lib /lib64 /usr/lib; do [ -e $p ] && echo has $p; done; command -v bash; command -v python3; true"
+    assert run_container(images["static-module"], ["sh", "-c", probe]) == (0, "/bin/bash\n")
+    assert run_container(images["busybox-module"], ["sh", "-c", probe]) == (0, "")
+    assert docker_client.images.get(images["user-module"]).attrs["Config"]["User"] == "1000:1000"
