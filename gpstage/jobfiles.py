@@ -18,6 +18,7 @@ document; readers treat a missing or half-written document as absent.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 from typing import TYPE_CHECKING, Any
@@ -63,9 +64,14 @@ def cancel_url(spec: JobSpec) -> str:
 # ---- writing (the entry) ---------------------------------------------------------------------
 def write_atomic(path: str, text: str) -> None:
     tmp = f"{path}.tmp-{os.getpid()}"
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write(text)
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)  # never a half-written file left beside it
+        raise
 
 
 def write_exit_code(path: str, code: int) -> None:

@@ -86,6 +86,9 @@ class DirSpec(_Strict):
     url: str | None = Field(None, description="storage URL; default: storage_root joined with path")
     direction: Direction | None = Field(None, description="default by role: tasklib/metadata/workdir inout, inputs/libraries in")
     exclude: list[str] | None = Field(None, description="aws-style globs relative to the dir; stage-in default: GenePattern's")
+    include: list[str] | None = Field(None, description="stage only the files matching these aws-style globs relative to "
+                                      "the dir (e.g. the input files a command line names); the rest is neither copied "
+                                      "nor deleted; default: all")
 
     @field_validator("path")
     @classmethod

@@ -102,7 +102,7 @@ async def async_stage(spec: JobSpec, inbound: bool, *, node: bool = False, jobs:
             raise BadInput(f"{d.role.value} dir {src} does not exist", "create it or fix the path in the job spec")
         excludes = list(d.exclude if d.exclude is not None else (DEFAULT_STAGE_IN_EXCLUDES if inbound else ()))
         excludes += nested_excludes(spec, d)
-        t.report = await async_sync(src, dst, jobs=jobs, exclude=excludes, dry_run=dry_run,
+        t.report = await async_sync(src, dst, jobs=jobs, exclude=excludes, include=d.include, dry_run=dry_run,
                                     progress=progress(d) if progress else None, retry=retry)
     if inbound and not node and not dry_run:
         await write_url(spec_url(spec), spec.to_json().encode(), retry)

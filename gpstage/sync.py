@@ -74,17 +74,18 @@ def sync(src: str, dst: str, *, delete: bool = False, checksum: bool = False, jo
 
 async def async_sync(src: str, dst: str, *, delete: bool = False, checksum: bool = False, jobs: int | None = None,
                      exclude: Sequence[str] = (), dry_run: bool = False, progress: Progress | None = None,
-                     retry: RetryPolicy | None = None) -> TransferReport:
+                     retry: RetryPolicy | None = None, include: Sequence[str] | None = None) -> TransferReport:
     """Copy what differs from ``src`` to ``dst``; with ``delete``, remove what ``src`` lacks.
 
     ``exclude`` globs match paths relative to ``src`` (and protect matching files at ``dst`` from
-    deletion). Raises :class:`SyncError` (with the report) if any transfer failed for good.
+    deletion); ``include`` (None: all) limits the sync to the files matching its globs. Raises
+    :class:`SyncError` (with the report) if any transfer failed for good.
     """
     if jobs is not None and jobs < 1:
         raise BadInput(f"jobs must be at least 1, got {jobs}", "pass --jobs 1 or more")
     report = TransferReport(src, dst, dry_run)
     started = time.monotonic()
-    excl = Excluder(exclude)
+    excl = Excluder(exclude, include)
     async with open_tree(src, report, retry) as s, open_tree(dst, report, retry) as d:
         _refuse_overlap(s, d)
         if isinstance(s, LocalTree) and not s.exists():

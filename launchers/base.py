@@ -206,7 +206,8 @@ class Launcher(ABC):
                 seen_codes = f"the backend reports exit code {seen.exit_code}, exit_code.txt {entry.exit_code}"
                 message = "; ".join(filter(None, (message, seen_codes)))
             return {"state": entry.state, "exit_code": entry.exit_code, "reason": entry.reason, "message": message,
-                    "failed_phase": entry.failed_phase, "module_exit_code": entry.module_exit_code}
+                    "failed_phase": entry.failed_phase, "module_exit_code": entry.module_exit_code,
+                    "started_at": record.started_at or entry.started_at}  # a job too quick for any poll to see run
         if seen.timed_out:  # the backend's limit struck before the entry could record (GenePattern's GP-9100)
             return {"state": JobState.FAILED, "exit_code": EXIT_TIMEOUT, "reason": Reason.TIMEOUT,
                     "message": f"stopped by the backend's time limit: {seen.message or ''}".rstrip(": ")}

@@ -64,19 +64,28 @@ def check_key(rel: str, where: str) -> str:
 
 
 class Excluder:
-    """aws-s3-sync globs: matched against the path relative to the sync root; ``*`` also matches ``/``."""
+    """aws-s3-sync globs: matched against the path relative to the sync root; ``*`` also matches ``/``.
 
-    def __init__(self, patterns: Iterable[str] = ()) -> None:
+    ``include`` (None: everything) narrows the sync to the files matching one of its globs — the rest of
+    the tree is neither copied nor deleted — and to the dirs on the way to them (a GenePattern job's
+    input files, named one by one, in a user's uploads dir)."""
+
+    def __init__(self, patterns: Iterable[str] = (), include: Iterable[str] | None = None) -> None:
         self.patterns: Sequence[str] = tuple(patterns)
+        self.include: Sequence[str] | None = None if include is None else tuple(include)
 
     def excluded(self, rel: str) -> bool:
+        if self.include is not None and not any(fnmatch.fnmatchcase(rel, p) for p in self.include):
+            return True
         return any(fnmatch.fnmatchcase(rel, p) for p in self.patterns)
 
     def excluded_dir(self, rel: str) -> bool:
+        if self.include is not None and not any(p.startswith(rel + "/") for p in self.include):
+            return True
         return any(fnmatch.fnmatchcase(rel, p) or fnmatch.fnmatchcase(rel + "/", p) for p in self.patterns)
 
     def apply(self, tree: Tree) -> Tree:
-        if not self.patterns:
+        if not self.patterns and self.include is None:
             return tree
         return Tree(
             files={k: v for k, v in tree.files.items() if not self.excluded(k)},
