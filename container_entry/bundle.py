@@ -110,19 +110,18 @@ def running_bundle() -> Path | None:
     return home if (home / MANIFEST).is_file() else None
 
 
-def prepare_process(env: dict[str, str] | None = None) -> None:
+def prepare_process() -> None:
     """In a bundle: give the storage clients the bundle's CA certificates when the image has none (an
     image without /etc/ssl is common). Set in this process only; :func:`entry_only_variables` keeps it
     from the module and the hooks."""
     home = running_bundle()
-    env = os.environ if env is None else env  # type: ignore[assignment]
-    if home is None or "SSL_CERT_FILE" in env or "SSL_CERT_DIR" in env:
+    if home is None or "SSL_CERT_FILE" in os.environ or "SSL_CERT_DIR" in os.environ:
         return
     paths = ssl.get_default_verify_paths()
     if (paths.cafile and os.path.isfile(paths.cafile)) or (paths.capath and os.path.isdir(paths.capath)
                                                             and any(os.scandir(paths.capath))):
         return  # the image's own certificates
-    env["SSL_CERT_FILE"] = str(home / CA_FILE)
+    os.environ["SSL_CERT_FILE"] = str(home / CA_FILE)
     _set_here.add("SSL_CERT_FILE")
 
 

@@ -21,8 +21,8 @@ from gpstage.errors import BadInput
 from gpstage.urls import dir_url, split_url
 from gpstage.validation import format_validation_error
 
-# GenePattern's upload excludes, written so they match at any depth (aws-style globs cross "/").
 SPEC_VERSION = 1  # the job spec format this gpstage writes and reads; an entry refuses a newer one
+# GenePattern's upload excludes, written so they match at any depth (aws-style globs cross "/").
 DEFAULT_STAGE_IN_EXCLUDES = ("*~", ".DS_Store", "*/.DS_Store", ".git*", "*/.git*")
 
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
