@@ -1,4 +1,4 @@
-"""Benchmark ``gpstage sync`` against ``aws s3 sync``, ``rclone sync`` and fsspec, on local S3 servers.
+"""Benchmark ``gpstage sync`` against ``aws s3 sync``, ``rclone sync``, ``s5cmd sync``, fsspec and obstore, on local S3 servers.
 
 Why this exists: gpstage's sync has performance targets (speed against aws and rclone, CPU, memory,
 requests for a no-op). This script measures them the way a user meets them — every tool a separate
@@ -28,7 +28,7 @@ import report
 from measure import run_measured
 from runner import Case, Runner
 from servers import SERVERS, Server
-from tools import ALL_TOOLS, VENV_BIN, Aws, hermetic_env, make_tools
+from tools import ALL_TOOLS, DEFAULT_TOOLS, VENV_BIN, Aws, hermetic_env, make_tools
 
 HERE = Path(__file__).resolve().parent
 DEFAULT_MOTO_DATASETS = "a"  # full run: moto needs ~7 s per tool for 1,000 objects; (c)'s 10,000 would take minutes
@@ -38,7 +38,8 @@ QUICK_MOTO_DATASETS = "a,c"
 def parse_args(argv: list[str]) -> argparse.Namespace:
     p = argparse.ArgumentParser(
         prog="bench.py", formatter_class=argparse.RawDescriptionHelpFormatter,
-        description="Time gpstage sync against aws s3 sync, rclone sync and fsspec (s3fs put/get) on local S3 servers "
+        description="Time gpstage sync against aws s3 sync, rclone sync, s5cmd sync, fsspec (s3fs put/get) and obstore "
+                    "on local S3 servers "
                     "that this script starts and stops itself (127.0.0.1 only). Each tool runs as a separate process; "
                     "every run is checked (file count and sizes at the destination) and fails loudly if wrong.",
         epilog="data sets: (a) small = 1,000 x 4 KiB; (b) big = one 256 MiB file; (c) noop = 10,000 small files, no-op "
@@ -55,11 +56,13 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                    "(default 1: fsspec is the no-sync baseline, in no target, and its ~25 s per repetition would push the "
                    "full run past 10 minutes); capped by --reps")
     p.add_argument("--servers", default="seaweedfs,moto", help="comma list of seaweedfs, moto (default both)")
-    p.add_argument("--datasets", default="a,b,c,d,e", help="comma list of a-e or small,big,noop,gsea,huge (default all)")
+    p.add_argument("--datasets", default="all", help="comma list of a-g or small,big,noop,gsea,huge,noop100k,gpjob "
+                   "(default all; --quick has no (f) noop100k)")
     p.add_argument("--moto-datasets", default=None, help=f"data sets run on moto (default {DEFAULT_MOTO_DATASETS!r}; "
                    f"with --quick {QUICK_MOTO_DATASETS!r}); intersected with --datasets; e never runs on moto")
-    p.add_argument("--tools", default=",".join(ALL_TOOLS), help="comma list of gpstage, aws, rclone, fsspec (default all; "
-                   "rclone includes the rclone --size-only --fast-list no-op reference)")
+    p.add_argument("--tools", default=",".join(DEFAULT_TOOLS), help=f"comma list of {', '.join(ALL_TOOLS)} (default: "
+                   "all but obstore; rclone includes the rclone --size-only --fast-list no-op reference, s5cmd its run "
+                   "with gpstage's number of workers)")
     p.add_argument("--out", type=Path, default=HERE / "results", help="directory for the results (default benchmarks/results)")
     p.add_argument("--drop-data", action="store_true", help="delete the generated data sets at the end (otherwise "
                    "cached in the work dir for the next run: ~1.8 GB for the full run)")
@@ -83,11 +86,14 @@ def _choose(p: argparse.ArgumentParser, flag: str, value: str, allowed: list[str
 
 
 def _dataset_names(p_value: str, all_sets: dict[str, datasets.Dataset]) -> list[str]:
+    if p_value == "all":
+        return list(all_sets)
     by_key = {d.key: d.name for d in all_sets.values()}
     names = [by_key.get(v.strip(), v.strip()) for v in p_value.split(",") if v.strip()]
     bad = [n for n in names if n not in all_sets]
     if bad:
-        raise SystemExit(f"bench.py: unknown data set(s) {bad}; choose from a-e or {', '.join(all_sets)}")
+        known = ", ".join(f"{d.key} ({n})" for n, d in all_sets.items())
+        raise SystemExit(f"bench.py: unknown data set(s) {bad}; choose from {known}")
     return [n for n in all_sets if n in names]
 
 
@@ -214,7 +220,8 @@ def render(meta: dict, args: argparse.Namespace, rows: list[report.Row], checks:
         ("moto is single-threaded Python (a few hundred objects/s at best) and caps every client, so only the plan's "
          "data sets run there; SeaweedFS is the server that shows what a client costs"),
         ("tools: aws runs with --only-show-errors; rclone with its defaults (plus --s3-upload-cutoff 5G on moto); "
-         "rclone-sizeonly = rclone sync --size-only --fast-list, the no-op reference; fsspec has no sync, so no no-op; "
+         "rclone-sizeonly = rclone sync --size-only --fast-list, the no-op reference; s5cmd sync at its defaults and "
+         "s5cmd-matched with gpstage's 32 workers; fsspec and obstore copy without comparing, so no no-op; "
          "for (c) each tool first uploads its own copy (untimed, in parallel), then only the no-op is timed"),
         (f"gpstage --help: {meta['gpstage_help_s']:.3f} s (median of 5); setup (aws CLI venv, data sets): "
          f"{meta['setup_s']:.0f} s; whole run: {meta['total_s']:.0f} s"),

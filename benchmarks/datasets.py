@@ -24,7 +24,7 @@ CHUNK = 4 * MiB
 
 @dataclass(frozen=True)
 class Dataset:
-    key: str            # (a)…(e)
+    key: str            # (a)…(g)
     name: str           # short id used in paths and on the command line
     title: str          # for the report
     ops: tuple[str, ...]  # which operations it is timed with
@@ -84,9 +84,18 @@ def _gsea(small: int, mid: int, big: int, target: int, rnd: random.Random) -> di
     return sizes
 
 
+def _gp_job(rnd: random.Random) -> dict[str, int]:
+    """A typical GenePattern job's working dir: 20 files, 80 KiB — the metadata files, a few results."""
+    names = [".gp_metadata/exec.sh", ".gp_metadata/stdout.txt", ".gp_metadata/stderr.txt", ".gp_metadata/exit_code.txt",
+             "gp_execution_log.txt", *[f"results/out_{i:02d}.{('tsv', 'gct', 'odf', 'png')[i % 4]}" for i in range(15)]]
+    weights = [rnd.randint(1, 8) for _ in names]
+    return {n: 80 * KiB * w // sum(weights) for n, w in zip(names, weights, strict=True)}
+
+
 def build(quick: bool) -> dict[str, Dataset]:
-    """The five data sets; ``quick`` keeps their shapes but makes them tiny."""
+    """The data sets; ``quick`` keeps their shapes but makes them tiny, and leaves (f) out."""
     rnd = random.Random(SEED)
+    job = ("g", "gpjob", "a typical GenePattern job dir: 20 files, 80 KiB", ("up", "down"), _gp_job(rnd), False, False)
     if quick:
         specs = [
             ("a", "small", "20 × 4 KiB, nested dirs", ("up", "noop", "down"), _nested_small(20, 4 * KiB), False, False),
@@ -94,6 +103,7 @@ def build(quick: bool) -> dict[str, Dataset]:
             ("c", "noop", "200 unchanged small files (no-op only)", ("noop",), _nested_small(200, 1 * KiB), False, False),
             ("d", "gsea", "GSEA-like output, scaled down", ("up", "down"), _gsea(40, 3, 0, 4 * MiB, rnd), False, False),
             ("e", "huge", "one 24 MiB file (peak RSS)", ("up", "down"), {"huge.bin": 24 * MiB}, True, True),
+            job,
         ]
     else:
         specs = [
@@ -102,6 +112,8 @@ def build(quick: bool) -> dict[str, Dataset]:
             ("c", "noop", "10,000 unchanged small files (no-op only)", ("noop",), _nested_small(10_000, 1 * KiB), False, False),
             ("d", "gsea", "GenePattern GSEA output", ("up", "down"), _gsea(4_900, 121, 2, 410_000_000, rnd), False, False),
             ("e", "huge", "one 1 GiB file (peak RSS)", ("up", "down"), {"huge.bin": 1024 * MiB}, True, True),
+            ("f", "noop100k", "100,000 unchanged small files (no-op only)", ("noop",), _nested_small(100_000, 256), True, True),
+            job,
         ]
     return {s[1]: Dataset(key=s[0], name=s[1], title=s[2], ops=s[3], sizes=s[4], seaweedfs_only=s[5], single_rep=s[6])
             for s in specs}

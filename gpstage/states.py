@@ -12,10 +12,9 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-EXIT_GPSTAGE_ERROR = 125  # gpstage or the backend failed (state ERROR)
-EXIT_NOT_FOUND = 127  # the executable does not exist
-EXIT_TIMEOUT = 142  # GenePattern's run-limit code: the time limit was hit (state FAILED)
-EXIT_SIGNAL_BASE = 128  # killed by signal N -> 128 + N
+from gpstage.exitcodes import EXIT_GPSTAGE_ERROR, EXIT_NOT_FOUND, EXIT_SIGNAL_BASE, EXIT_TIMEOUT
+
+__all__ = ["EXIT_GPSTAGE_ERROR", "EXIT_NOT_FOUND", "EXIT_SIGNAL_BASE", "EXIT_TIMEOUT", "JobState", "JobStatus", "Reason"]
 
 
 class JobState(str, Enum):

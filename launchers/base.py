@@ -221,11 +221,17 @@ class Launcher(ABC):
     def wait(self, job_id: str, timeout: float | None = None) -> JobResult:
         """Block until the job ended, collect its outputs, return the result."""
         deadline = None if timeout is None else time.monotonic() + timeout
-        while not self.status(job_id).state.terminal:
-            if deadline is not None and time.monotonic() >= deadline:
+        while not (record := self.status(job_id)).state.terminal:
+            remaining = None if deadline is None else deadline - time.monotonic()
+            if remaining is not None and remaining <= 0:
                 raise WaitTimeout(f"job {job_id} has not ended after {timeout:g} s", "wait again, or cancel it")
-            time.sleep(self.settings.poll_interval)
+            self.pause(record, remaining)
         return self.collect(job_id)
+
+    def pause(self, record: JobRecord, limit: float | None) -> None:
+        """Between two polls while someone waits for ``record``: ``poll_interval`` (at most ``limit``).
+        A backend that can be told of a job's end overrides this to return at once when it comes."""
+        time.sleep(self.settings.poll_interval if limit is None else min(self.settings.poll_interval, limit))
 
     async def wait_async(self, job_id: str, timeout: float | None = None) -> JobResult:
         """:meth:`wait` as a coroutine (Jupyter's running loop): polls without blocking the loop."""

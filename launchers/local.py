@@ -1,35 +1,47 @@
 """The ``local`` launcher — the embedded default: ``gpstage-entry`` as a process on this machine.
 
-Each job gets a small background worker (``python -m launchers.local JOB_ID``, its own session, so it
-outlives the submitting process): it waits QUEUED for one of ``max_parallel`` slots — lock files that
-the kernel releases when a worker dies, so no crash leaks a slot — then runs the entry, forwarding a
-SIGTERM to it, and writes the entry's exit code to its ``backend.json``. With the ``process`` runner
-this needs nothing but Python and bash: a laptop is enough.
+A submitted job goes into the state dir's queue; ONE dispatcher per state dir (launchers/local_queue.py,
+started on demand, gone when idle, adopted by the next one after a crash) runs at most ``max_parallel``
+entries, each in its own session, and records each exit code. A queued job costs a file, not an
+interpreter. The entry gets the submitter's environment — the non-secret part in the job's
+``entry-env.json``, the credentials as one 0600 file it reads in-process (docs/design.md §11).
+``wait`` reacts to the entry's end at once (a pidfd), not on the next poll. With the ``process``
+runner this needs nothing but Python and bash: a laptop is enough.
 """
 
 from __future__ import annotations
 
-import fcntl
+import contextlib
 import json
 import os
+import select
 import signal
-import subprocess
-import sys
 import time
-from pathlib import Path
-from typing import Any
 
 from pydantic import Field
 
-from gpstage.errors import GpstageError
-from gpstage.procs import process_alive, start_ticks, this_host
-from gpstage.records import JobRecord, RecordStore
+from gpstage.credfile import gather, split, write
+from gpstage.records import JobRecord
 from gpstage.states import EXIT_SIGNAL_BASE, JobState
-from launchers.base import BackendState, Launcher, LauncherSettings, entry_args
+from launchers.base import BackendState, Launcher, LauncherSettings
+from launchers.local_queue import (
+    CREDENTIALS_FILE,
+    ENV_FILE,
+    claimed_file,
+    enqueue,
+    ensure_dispatcher,
+    entry_alive,
+    entry_executable,
+    queued_file,
+    read_backend,
+    unqueue,
+    write_backend,
+)
 
-# the worker's own account: {"phase": queued|running|exited, "pid", "host", "started", "exit_code"}
-BACKEND_FILE = "backend.json"
-SLOT_POLL_S = 0.2
+CLAIM_WAIT_S = 5.0  # a cancel that finds its job claimed waits this long for the entry to start
+
+__all__ = ["LocalLauncher", "LocalSettings", "entry_command"]
+entry_command = entry_executable  # gpstage-entry beside this Python (the slurm launcher's default too)
 
 
 class LocalSettings(LauncherSettings):
@@ -45,125 +57,88 @@ class LocalLauncher(Launcher):
     Settings = LocalSettings
     shares_filesystem = True
 
+    @property
+    def settings_(self) -> LocalSettings:
+        assert isinstance(self.settings, LocalSettings)
+        return self.settings
+
     def start(self, record: JobRecord) -> str:
         job_dir = self.store.job_dir(record.job_id)
-        with open(job_dir / "worker.log", "ab") as log:
-            proc = subprocess.Popen([sys.executable, "-m", "launchers.local", record.job_id, str(self.store.root)],
-                                    stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-        return str(proc.pid)
+        secrets, env = split(os.environ)
+        for name, value in (("GPSTAGE_LOG_PUSH_INTERVAL", self.settings_.log_push_interval),
+                            ("GPSTAGE_KILL_GRACE", self.settings_.kill_grace)):
+            if value is not None:
+                env[name] = str(value)
+        (job_dir / ENV_FILE).write_text(json.dumps(env))
+        doc = gather(os.environ)
+        if doc:
+            write(str(job_dir / CREDENTIALS_FILE), doc)
+        write_backend(job_dir, phase="queued")
+        enqueue(self.store.root, record.job_id, self.settings_.max_parallel)
+        ensure_dispatcher(self.store.root)
+        return record.job_id
 
     def poll(self, record: JobRecord) -> BackendState:
         job_dir = self.store.job_dir(record.job_id)
-        backend = _read_backend(job_dir)
-        if backend.get("phase") == "exited":
-            return BackendState(JobState.SUCCEEDED if backend["exit_code"] == 0 else JobState.FAILED, backend["exit_code"])
-        if record.backend_id and _worker_alive(int(record.backend_id), backend):
-            return BackendState(JobState.RUNNING if backend.get("phase") == "running" else JobState.QUEUED)
-        # The worker may have written "exited" between the two reads.
-        if _read_backend(job_dir).get("phase") == "exited":
-            return self.poll(record)
-        return BackendState(JobState.ERROR, None, f"the local worker (pid {record.backend_id}) died; see "
-                            f"{job_dir / 'worker.log'}")
+        for _ in range(2):  # the dispatcher may move the job on between two reads
+            backend = read_backend(job_dir)
+            phase = backend.get("phase")
+            if phase == "exited":
+                code = backend["exit_code"]
+                return BackendState(JobState.SUCCEEDED if code == 0 else JobState.FAILED, code, backend.get("error"))
+            if phase == "running" and entry_alive(backend):
+                return BackendState(JobState.RUNNING)
+            if phase == "queued" and (queued_file(self.store.root, record.job_id)
+                                      or claimed_file(self.store.root, record.job_id)):
+                ensure_dispatcher(self.store.root)  # none runs after a crash: the next one adopts the queue
+                return BackendState(JobState.QUEUED)
+        if phase in ("running", "lost"):  # decided by the entry's own status.json when it recorded one
+            return BackendState(JobState.ERROR, None, f"the entry (pid {backend.get('entry_pid')}) ended while no "
+                                f"dispatcher watched it; see {job_dir / 'entry.log'}")
+        return BackendState(JobState.ERROR, None, f"the job left the local queue without starting; see "
+                            f"{self.store.root / 'local-dispatcher.log'}")
 
     def kill(self, record: JobRecord) -> None:
-        if record.backend_id and _worker_alive(int(record.backend_id), _read_backend(self.store.job_dir(record.job_id))):
-            os.kill(int(record.backend_id), signal.SIGTERM)  # the worker forwards it to the entry
+        job_dir = self.store.job_dir(record.job_id)
+        if unqueue(self.store.root, record.job_id):  # never started: it ends here
+            write_backend(job_dir, phase="exited", exit_code=EXIT_SIGNAL_BASE + signal.SIGTERM)
+            return
+        deadline = time.monotonic() + CLAIM_WAIT_S
+        while read_backend(job_dir).get("phase") == "queued" and time.monotonic() < deadline:
+            time.sleep(0.02)  # claimed: the dispatcher starts it (or sees the cancel request) in a moment
+        backend = read_backend(job_dir)
+        if backend.get("phase") == "running" and entry_alive(backend):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(backend["entry_pid"], signal.SIGTERM)  # the entry records CANCELLED and pushes its logs
 
     def find(self, record: JobRecord) -> str | None:
-        """The worker writes its pid before anything else: a submitter killed right after starting it
-        left a worker that is running the job (or has run it) all the same."""
-        backend = _read_backend(self.store.job_dir(record.job_id))
-        pid = backend.get("pid")
-        if isinstance(pid, int) and (backend.get("phase") == "exited" or _worker_alive(pid, backend)):
-            return str(pid)
-        return None
+        """start() writes the job's account before it queues it: a submitter killed right after left a
+        job that is queued, running or done all the same."""
+        return record.job_id if read_backend(self.store.job_dir(record.job_id)) else None
 
+    def cleanup(self, record: JobRecord) -> None:
+        job_dir = self.store.job_dir(record.job_id)
+        (job_dir / CREDENTIALS_FILE).unlink(missing_ok=True)
+        (job_dir / ENV_FILE).unlink(missing_ok=True)
 
-def _worker_alive(pid: int, backend: dict[str, Any]) -> bool:
-    """The worker ``pid`` runs — the same process that wrote ``backend`` (pid and start time), when it
-    has written it yet; a pid alone may have been reused."""
-    if backend.get("pid") == pid:
-        return process_alive(pid, backend.get("host") or this_host(), backend.get("started"))
-    return process_alive(pid, this_host(), None)
-
-
-def _read_backend(job_dir: Path) -> dict[str, Any]:
-    try:
-        return json.loads((job_dir / BACKEND_FILE).read_text())
-    except (FileNotFoundError, ValueError):
-        return {}
-
-
-def _write_backend(job_dir: Path, **values: Any) -> None:
-    tmp = job_dir / f".{BACKEND_FILE}.tmp"
-    me = {"pid": os.getpid(), "host": this_host(), "started": start_ticks(os.getpid())}
-    tmp.write_text(json.dumps({**me, **values}))
-    os.replace(tmp, job_dir / BACKEND_FILE)
-
-
-# ---- the worker -------------------------------------------------------------------------------
-class _Stop(Exception):
-    pass
-
-
-def _take_slot(slots_dir: Path, count: int) -> Any:
-    """Block until one of ``count`` slot locks is ours; the open file holds it until the process ends."""
-    slots_dir.mkdir(parents=True, exist_ok=True)
-    while True:
-        for i in range(count):
-            f = open(slots_dir / f"slot-{i}", "a")  # noqa: SIM115 - held open: the lock lives with it
-            try:
-                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                return f
-            except BlockingIOError:
-                f.close()
-        time.sleep(SLOT_POLL_S)
-
-
-def entry_command() -> str:
-    beside = Path(sys.executable).parent / "gpstage-entry"
-    return str(beside) if beside.exists() else "gpstage-entry"
-
-
-def work(job_id: str, root: Path) -> int:
-    """Run one job: wait for a slot, run the entry, record its exit code. The worker's exit code is the entry's."""
-    store = RecordStore(root)
-    record = store.load(job_id)
-    if record.state.terminal:  # declared over before it began (its submitter died before recording it)
-        return 0
-    settings = LocalSettings.model_validate(record.settings)
-    job_dir = store.job_dir(job_id)
-    entry: subprocess.Popen[bytes] | None = None
-
-    def on_term(signum: int, _frame: object) -> None:
-        if entry is None:
-            raise _Stop()
-        entry.send_signal(signum)
-
-    signal.signal(signal.SIGTERM, on_term)
-    signal.signal(signal.SIGINT, on_term)
-    try:
-        _write_backend(job_dir, phase="queued")
-        slot = _take_slot(root / "local-slots", settings.max_parallel)
-        env = dict(os.environ)
-        for name, value in (("GPSTAGE_LOG_PUSH_INTERVAL", settings.log_push_interval),
-                            ("GPSTAGE_KILL_GRACE", settings.kill_grace)):
-            if value is not None:
-                env[name] = str(value)
-        with open(job_dir / "entry.log", "ab") as log:
-            entry = subprocess.Popen([entry_command(), *entry_args(record)], env=env,
-                                     stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT)
-        _write_backend(job_dir, phase="running", entry_pid=entry.pid)
-        code = entry.wait()
-        slot.close()
-    except _Stop:
-        code = EXIT_SIGNAL_BASE + signal.SIGTERM
-    except (GpstageError, OSError) as e:
-        print(f"gpstage local worker: {e}", file=sys.stderr)
-        code = 125
-    _write_backend(job_dir, phase="exited", exit_code=code if code >= 0 else EXIT_SIGNAL_BASE - code)
-    return code
-
-
-if __name__ == "__main__":
-    sys.exit(work(sys.argv[1], Path(sys.argv[2])))
+    def pause(self, record: JobRecord, limit: float | None) -> None:
+        """While the entry runs: until it ends (a pidfd wakes us at once) or ``limit`` (at most 5 s)."""
+        job_dir = self.store.job_dir(record.job_id)
+        backend = read_backend(job_dir)
+        pid = backend.get("entry_pid")
+        if backend.get("phase") != "running" or not isinstance(pid, int) or not hasattr(os, "pidfd_open"):
+            return super().pause(record, limit)
+        try:
+            fd = os.pidfd_open(pid)
+        except OSError:
+            return  # already gone: poll again
+        try:
+            select.select([fd], [], [], 5.0 if limit is None else min(5.0, limit))
+        finally:
+            os.close(fd)
+        deadline = time.monotonic() + 1.0  # the dispatcher records the exit code within a tick
+        while time.monotonic() < deadline:
+            now = read_backend(job_dir)
+            if now.get("phase") != "running" or entry_alive(now):
+                return
+            time.sleep(0.005)

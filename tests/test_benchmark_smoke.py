@@ -2,7 +2,7 @@
 
 Why a smoke test: the benchmark starts real servers and real tools, so it breaks silently when a tool,
 a flag or a server changes. This runs it tiny (1 rep, a few files) with the tools the project venv
-has — gpstage, rclone and fsspec; the aws CLI needs its own venv from PyPI, so it is left out here
+has — gpstage, rclone, s5cmd and fsspec; the aws CLI needs its own venv from PyPI, so it is left out here
 explicitly with --tools — and checks that every tool produced a row on each server and every run
 passed its own verification. Results and work files go to a tmp dir, never to benchmarks/results.
 """
@@ -19,7 +19,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 BENCH = ROOT / "benchmarks" / "bench.py"
-TOOLS = ["gpstage", "rclone", "fsspec"]
+TOOLS = ["gpstage", "rclone", "s5cmd", "fsspec"]
 
 
 @pytest.mark.slow
@@ -37,7 +37,7 @@ def test_quick_benchmark_has_a_row_for_every_tool_on_both_servers(tmp_path: Path
     table = (out / "latest-quick.md").read_text()
     rows = [line for line in table.splitlines() if line.startswith("| (")]
     for server in ("seaweedfs", "moto"):
-        for tool in [*TOOLS, "rclone-sizeonly"]:
+        for tool in [*TOOLS, "rclone-sizeonly", "s5cmd-matched"]:
             assert any(f"| {server} | {tool} |" in row for row in rows), f"no row for {tool} on {server}:\n{table}"
     assert not any("| aws |" in row for row in rows)
     assert "## Targets" in table

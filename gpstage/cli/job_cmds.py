@@ -14,7 +14,7 @@ from typing import Any
 import typer
 
 from gpstage.cli.output import JSON_OPTION, emit_json, json_errors
-from gpstage.states import EXIT_GPSTAGE_ERROR
+from gpstage.exitcodes import EXIT_GPSTAGE_ERROR
 
 JOB_ARG = typer.Argument(..., help="The job's id (the spec's job_id).")
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import typer
 
 from gpstage.cli.output import JSON_OPTION, emit_json, json_errors, progress_for
-from gpstage.jobfiles import spec_url
 
 
 def register(app: typer.Typer) -> None:
@@ -43,6 +42,7 @@ def sync_cmd(
 
 
 def _stage(spec_path: str, inbound: bool, jobs: int, dry_run: bool, as_json: bool) -> None:
+    from gpstage.jobfiles import spec_url
     from gpstage.spec import load_spec
     from gpstage.stage import stage_in, stage_out
 

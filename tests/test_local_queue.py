@@ -1,0 +1,78 @@
+"""The local launcher's queue (launchers/local_queue.py): one dispatcher per state dir, however many jobs
+wait; a dispatcher killed mid-run is replaced and its running entries adopted; a cancelled queued job
+never starts. On ``nfs:///`` (nothing copied) with the process runner."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from examples.sample_job import expected_counts, lay_out_job
+from gpstage.launching import get_launcher
+from gpstage.records import RecordStore
+from gpstage.states import JobState
+
+pytestmark = [pytest.mark.timeout(180), pytest.mark.usefixtures("isolated_state")]
+
+
+def processes(pattern: str) -> list[int]:
+    done = subprocess.run(["pgrep", "-f", pattern], capture_output=True, text=True, check=False)
+    return [int(p) for p in done.stdout.split()]
+
+
+def dispatchers() -> list[int]:
+    return processes(f"launchers.local_queue {RecordStore().root}")
+
+
+def test_many_queued_jobs_are_one_dispatcher_and_at_most_max_parallel_entries(tmp_path: Path) -> None:
+    launcher = get_launcher("local", {"max_parallel": 2, "poll_interval": 0.1})
+    specs = [lay_out_job(tmp_path / f"j{i}", "nfs:///", job_id=f"q{i}", sleep_s=0.5) for i in range(12)]
+    handles = [launcher.submit(s) for s in specs]
+    most_entries, most_dispatchers = 0, 0
+    while not all(launcher.status(s.job_id).state.terminal for s in specs):
+        most_entries = max(most_entries, len(processes(f"gpstage-entry --spec .*{tmp_path}")))
+        most_dispatchers = max(most_dispatchers, len(dispatchers()))
+        time.sleep(0.05)
+    assert 1 <= most_entries <= 2 and most_dispatchers == 1
+    assert not processes(f"launchers.local {RecordStore().root}")  # no per-job worker interpreters
+    results = [h.wait(timeout=60) for h in handles]
+    assert all(r.ok for r in results)
+    assert all(Path(s.workdir, "counts.txt").read_text() == expected_counts() for s in specs)
+    deadline = time.monotonic() + 10
+    while dispatchers() and time.monotonic() < deadline:  # idle: it goes
+        time.sleep(0.1)
+    assert not dispatchers()
+
+
+def test_a_killed_dispatcher_is_replaced_and_its_running_entry_adopted(tmp_path: Path) -> None:
+    launcher = get_launcher("local", {"max_parallel": 1, "poll_interval": 0.1})
+    specs = [lay_out_job(tmp_path / f"j{i}", "nfs:///", job_id=f"k{i}", sleep_s=1.5) for i in range(3)]
+    for s in specs:
+        launcher.submit(s)
+    deadline = time.monotonic() + 30
+    while launcher.status("k0").state is not JobState.RUNNING:
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    [pid] = dispatchers()
+    os.kill(pid, signal.SIGKILL)  # no cleanup runs
+    results = [launcher.wait(s.job_id, timeout=90) for s in specs]  # a status call starts the next dispatcher
+    assert [(r.state, r.exit_code) for r in results] == [(JobState.SUCCEEDED, 0)] * 3, [r.message for r in results]
+    assert dispatchers() != [pid]
+
+
+def test_a_cancelled_queued_job_never_starts(tmp_path: Path) -> None:
+    launcher = get_launcher("local", {"max_parallel": 1, "poll_interval": 0.1})
+    busy = lay_out_job(tmp_path / "busy", "nfs:///", job_id="busy", sleep_s=3)
+    waiting = lay_out_job(tmp_path / "waiting", "nfs:///", job_id="waiting")
+    launcher.submit(busy)
+    launcher.submit(waiting)
+    record = launcher.cancel("waiting")
+    assert (record.state, record.exit_code) == (JobState.CANCELLED, 143)
+    assert launcher.wait("busy", timeout=60).ok
+    assert not Path(waiting.workdir, "counts.txt").exists()  # it never ran
+    assert not (RecordStore().job_dir("waiting") / "entry.log").exists()
