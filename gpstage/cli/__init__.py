@@ -22,6 +22,7 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
     context_settings={"help_option_names": ["-h", "--help"]},
+    rich_markup_mode=None,  # click's plain help: rich's renderer (and its markdown) would double `gpstage --help`'s start-up
 )
 storage_cmds.register(app)
 job_cmds.register(app)

@@ -9,7 +9,7 @@ import typer
 
 from gpstage.cli.output import JSON_OPTION, emit_json, json_errors
 
-app = typer.Typer(help="Inspect gpstage's settings file (GPSTAGE_CONFIG).", no_args_is_help=True)
+app = typer.Typer(help="Inspect gpstage's settings file (GPSTAGE_CONFIG).", no_args_is_help=True, rich_markup_mode=None)
 
 # The standard variables each scheme's SDK reads, shown when set.
 SCHEME_ENV_PREFIXES = {"s3": ("AWS_",), "gs": ("GOOGLE_", "STORAGE_EMULATOR_HOST", "GCSFS_", "CLOUDSDK_"),

@@ -8,7 +8,7 @@ import typer
 
 from gpstage.cli.output import JSON_OPTION, emit_json, json_errors
 
-app = typer.Typer(help="Check job specs and print their JSON Schema.", no_args_is_help=True)
+app = typer.Typer(help="Check job specs and print their JSON Schema.", no_args_is_help=True, rich_markup_mode=None)
 
 
 @app.command("validate")
