@@ -183,20 +183,29 @@ class S5cmdMatched(S5cmd):
         self.workers = DEFAULT_JOBS
 
 
-class Fsspec(Tool):
-    """s3fs as-is: ``put``/``get`` recursive, no comparison, so no no-op."""
+class CopyScript(Tool):
+    """A library driven by a small script of ours (``script put|get SRC DST``): a plain recursive copy with no
+    comparison, so no no-op."""
 
-    name = "fsspec"
     ops = ("up", "down")
+    script = ""
+    package = ""  # what must be importable
+    extra = ""  # the pip extra that brings it
 
     def command(self, op: str, local: Path, prefix: str, server: Server) -> list[str]:
         verb = "get" if op == "down" else "put"
-        return [sys.executable, str(HERE / "fsspec_copy.py"), verb, *self.direction(op, str(local), f"{BUCKET}/{prefix}")]
+        return [sys.executable, str(HERE / self.script), verb, *self.direction(op, str(local), f"{BUCKET}/{prefix}")]
 
     def missing(self) -> str | None:
         from importlib.util import find_spec
 
-        return None if find_spec("s3fs") else "the s3fs package (pip install -e '.[s3]')"
+        return None if find_spec(self.package) else f"the {self.package} package (pip install -e '.[{self.extra}]')"
+
+
+class Fsspec(CopyScript):
+    """s3fs as-is (benchmarks/fsspec_copy.py): ``put``/``get`` recursive."""
+
+    name, script, package, extra = "fsspec", "fsspec_copy.py", "s3fs", "s3"
 
     def version(self) -> str:
         from importlib.metadata import version
@@ -204,19 +213,10 @@ class Fsspec(Tool):
         return f"s3fs {version('s3fs')}, fsspec {version('fsspec')}, botocore {version('botocore')}"
 
 
-class Obstore(Fsspec):
-    """obstore as-is (benchmarks/obstore_copy.py): 32 requests in flight, no comparison, so no no-op."""
+class Obstore(CopyScript):
+    """obstore as-is (benchmarks/obstore_copy.py): 32 requests in flight."""
 
-    name = "obstore"
-
-    def command(self, op: str, local: Path, prefix: str, server: Server) -> list[str]:
-        verb = "get" if op == "down" else "put"
-        return [sys.executable, str(HERE / "obstore_copy.py"), verb, *self.direction(op, str(local), f"{BUCKET}/{prefix}")]
-
-    def missing(self) -> str | None:
-        from importlib.util import find_spec
-
-        return None if find_spec("obstore") else "the obstore package (pip install -e '.[bench]')"
+    name, script, package, extra = "obstore", "obstore_copy.py", "obstore", "bench"
 
     def version(self) -> str:
         from importlib.metadata import version
