@@ -51,12 +51,12 @@ def storage_root(configured: str | None, env: Mapping[str, str]) -> str:
 def submit(launcher_name: str, configured_root: str | None, args: list[str], env: Mapping[str, str]) -> str:
     """Build the job, write its exec.sh, stage it and start it; return its id (the server's job id)."""
     from gpstage.jobfiles import write_atomic
-    from gpstage.launching import get_launcher
+    from gpstage.launching import LAUNCHERS, get_launcher
 
     call = SubmitCall.parse(args, env)
     job_id = new_job_id(call)
     spec = build_spec(call, job_id, storage_root(configured_root, env))
-    launcher_cls = get_launcher_class(launcher_name)
+    launcher_cls = LAUNCHERS.load(launcher_name)
     overrides = {}
     queue = env.get("GP_JOB_QUEUE", "").strip() or env.get("JOB_QUEUE", "").strip()
     if queue:
@@ -66,12 +66,6 @@ def submit(launcher_name: str, configured_root: str | None, args: list[str], env
     write_atomic(os.path.join(call.metadata_dir, "exec.sh"), exec_script(call))
     launcher.submit(spec)
     return job_id
-
-
-def get_launcher_class(name: str) -> Any:
-    from gpstage.launching import LAUNCHERS
-
-    return LAUNCHERS.load(name)
 
 
 def status(job_id: str) -> dict[str, Any]:

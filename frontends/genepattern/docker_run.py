@@ -63,7 +63,7 @@ def run_with_docker(args: list[str]) -> int:
     from container_entry.record import EntryLog
     from container_entry.runners import get_runner
     from container_entry.settings import EntrySettings
-    from frontends.genepattern.jobspec import exec_script
+    from frontends.genepattern.jobspec import SubmitCall, exec_script
     from gpstage.errors import GpstageError
     from gpstage.spec import JobSpec
 
@@ -88,8 +88,6 @@ def run_with_docker(args: list[str]) -> int:
     workdir = os.path.normpath(env.get("GP_JOB_WORKING_DIR") or os.getcwd())
     metadata = tempfile.mkdtemp(prefix="gpstage-run-with-docker-")
     try:
-        from frontends.genepattern.jobspec import SubmitCall
-
         call = SubmitCall(tasklib=workdir, workdir=workdir, jobdef="", jobname="", inputs_dir="", argv=command,
                           env={"GP_JOB_METADATA_DIR": metadata})
         Path(metadata, "exec.sh").write_text(exec_script(call))
