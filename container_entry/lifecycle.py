@@ -104,6 +104,9 @@ class Entry:
         pulled = False
         phase = "stage-in"
         try:
+            # A launcher may start the entry with these blocked (launchers/local_queue.py) so that a cancel
+            # sent before the handlers existed waits for them; it is delivered here, as EntryCancelled.
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, HANDLED_SIGNALS)
             self._make_dirs()
             with self.log.step("stage-in", self.status.phases):
                 self._transfers("in", self._stage(inbound=True))

@@ -38,6 +38,7 @@ ENV_FILE = "entry-env.json"  # per job: the submitter's environment without cred
 CREDENTIALS_FILE = "credentials.json"  # per job, 0600: the submitter's credentials (docs/design.md §11)
 TICK_S = 0.05  # how often the dispatcher looks for new work and ended entries
 IDLE_EXIT_S = 2.0  # an idle dispatcher exits after this long
+ENTRY_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)  # held until the entry handles them
 
 
 # ---- the job's account ------------------------------------------------------------------------
@@ -199,6 +200,9 @@ class Dispatcher:
         if (job_dir / CREDENTIALS_FILE).exists():
             env[ENV_NAME] = str(job_dir / CREDENTIALS_FILE)
         with open(job_dir / "entry.log", "ab") as log:
+            # The entry starts with SIGTERM & co. blocked and unblocks them once its handlers are set: a
+            # cancel that comes between its start and then is held, not fatal to an entry that records nothing.
+            held = signal.pthread_sigmask(signal.SIG_BLOCK, ENTRY_SIGNALS)
             try:
                 entry = subprocess.Popen([entry_executable(), *entry_args(record)], env=env, stdin=subprocess.DEVNULL,
                                          stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
@@ -206,6 +210,8 @@ class Dispatcher:
                 write_backend(job_dir, phase="exited", exit_code=EXIT_GPSTAGE_ERROR, error=f"cannot start the entry: {e}")
                 claimed.unlink(missing_ok=True)
                 return False
+            finally:
+                signal.pthread_sigmask(signal.SIG_SETMASK, held)
         write_backend(job_dir, phase="running", entry_pid=entry.pid, entry_started=start_ticks(entry.pid),
                       host=this_host())
         self.children[job_id] = (entry, claimed)

@@ -4,6 +4,7 @@ never starts. On ``nfs:///`` (nothing copied) with the process runner."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -76,3 +77,21 @@ def test_a_cancelled_queued_job_never_starts(tmp_path: Path) -> None:
     assert launcher.wait("busy", timeout=60).ok
     assert not Path(waiting.workdir, "counts.txt").exists()  # it never ran
     assert not (RecordStore().job_dir("waiting") / "entry.log").exists()
+
+
+def test_a_job_cancelled_as_its_entry_starts_is_recorded_by_the_entry(tmp_path: Path) -> None:
+    """The cancel comes while the entry's interpreter is still importing: the signal waits for its
+    handlers (the dispatcher starts it with SIGTERM blocked), so the entry, not a bare signal death,
+    records the end and GenePattern's exit_code.txt is there."""
+    launcher = get_launcher("local", {"max_parallel": 1, "poll_interval": 0.1})
+    spec = lay_out_job(tmp_path / "j", "nfs:///", job_id="early", sleep_s=30)
+    launcher.submit(spec)
+    backend = RecordStore().job_dir("early") / "backend.json"
+    deadline = time.monotonic() + 30
+    while '"running"' not in (backend.read_text() if backend.exists() else ""):
+        assert time.monotonic() < deadline
+        time.sleep(0.002)
+    launcher.cancel("early")
+    result = launcher.wait("early", timeout=60)
+    assert (result.state, result.exit_code) == (JobState.CANCELLED, 143), result.message
+    assert json.loads(Path(spec.metadata_dir, "exit_code.txt").read_text()) == {"exit_code": 143}
