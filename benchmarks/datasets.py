@@ -4,12 +4,15 @@ Why generated, not downloaded: the numbers must be reproducible on any machine w
 access, and a data set's layout (file count, sizes, nesting) is what a sync tool's cost depends on.
 Content is pseudo-random (incompressible), so no tool or server gains from compression.
 
-Each data set knows its exact ``{relative path: size}`` map, which the runner compares with what a
-tool left at the destination, so a tool that silently skipped files cannot produce a number.
+Each data set knows its exact ``{relative path: size}`` map, and the runner compares the MD5 of every file
+a tool left at the destination with the source's, so a tool that silently skipped or mangled a file
+cannot produce a number.
 """
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import json
 import os
 import random
@@ -153,6 +156,25 @@ def materialise(ds: Dataset, data_root: Path, quick: bool) -> Path:
     os.replace(tmp, root)
     stamp.write_text(want)
     return root
+
+
+def md5_of(path: Path) -> str:
+    h = hashlib.md5(usedforsecurity=False)
+    with open(path, "rb") as f:
+        while chunk := f.read(CHUNK):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+@functools.lru_cache(maxsize=None)
+def source_digests(root: Path) -> dict[str, str]:
+    """``{relative path: MD5}`` of a data set's files, read once per run: what every tool's copy must equal."""
+    return local_digests(root)
+
+
+def local_digests(root: Path) -> dict[str, str]:
+    """``{relative path: MD5}`` of every file under ``root`` (what a download left behind)."""
+    return {rel: md5_of(root / rel) for rel in local_sizes(root)}
 
 
 def local_sizes(root: Path) -> dict[str, int]:

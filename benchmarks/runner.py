@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import s3util
-from datasets import Dataset, local_sizes
+from datasets import Dataset, local_digests, local_sizes, source_digests
 from measure import run_measured
 from servers import Server
 from tools import Tool
@@ -102,10 +102,13 @@ class Runner:
         return run
 
     def _verify(self, case: Case, run: Run, local: Path, prefix: str) -> None:
+        """Sizes first (cheap, and the clearer message), then every file's bytes against the source's."""
         if run.op == "down":
-            problem = s3util.difference(case.dataset.sizes, local_sizes(local))
+            problem = (s3util.difference(case.dataset.sizes, local_sizes(local))
+                       or s3util.difference(source_digests(case.source), local_digests(local), "content"))
         else:
-            problem = s3util.difference(case.dataset.sizes, s3util.stored_sizes(self.s3, prefix))
+            problem = (s3util.difference(case.dataset.sizes, s3util.stored_sizes(self.s3, prefix))
+                       or s3util.difference(source_digests(case.source), s3util.stored_digests(self.s3, prefix), "content"))
         if problem:
             run.ok, run.error = False, f"destination is wrong after {run.op}: {problem}"
 

@@ -1,4 +1,4 @@
-"""The benchmark's own S3 calls (boto3): make the bucket, check what a tool stored, clean up.
+"""The benchmark's own S3 calls (boto3): make the bucket, check what a tool stored (byte for byte), clean up.
 
 These run between timed runs, never during one; the request counts are read before they start.
 """
@@ -50,6 +50,27 @@ def stored_sizes(s3: Any, prefix: str) -> dict[str, int]:
     return out
 
 
+def stored_digests(s3: Any, prefix: str) -> dict[str, str]:
+    """``{path relative to prefix: MD5 of its bytes}``: a single-part object's ETag is its MD5; a multipart
+    one's is not (it depends on the tool's part size), so those are read back and hashed."""
+    import hashlib
+
+    out: dict[str, str] = {}
+    base = prefix.rstrip("/") + "/"
+    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=BUCKET, Prefix=base):
+        for obj in page.get("Contents", ()):
+            rel, etag = obj["Key"][len(base):], obj["ETag"].strip('"')
+            if rel.rsplit("/", 1)[-1] in TOOL_METADATA:
+                continue
+            if "-" in etag:
+                h = hashlib.md5(usedforsecurity=False)
+                for chunk in s3.get_object(Bucket=BUCKET, Key=obj["Key"])["Body"].iter_chunks(4 << 20):
+                    h.update(chunk)
+                etag = h.hexdigest()
+            out[rel] = etag
+    return out
+
+
 def delete_prefix(s3: Any, prefix: str) -> None:
     keys: list[dict[str, str]] = []
     for page in s3.get_paginator("list_objects_v2").paginate(Bucket=BUCKET, Prefix=prefix.rstrip("/") + "/"):
@@ -58,15 +79,16 @@ def delete_prefix(s3: Any, prefix: str) -> None:
         s3.delete_objects(Bucket=BUCKET, Delete={"Objects": keys[i:i + 1000], "Quiet": True})
 
 
-def difference(want: dict[str, int], got: dict[str, int]) -> str | None:
-    """None if ``got`` holds exactly the files of ``want`` with their sizes; else what is wrong."""
+def difference(want: dict[str, Any], got: dict[str, Any], what: str = "size") -> str | None:
+    """None if ``got`` holds exactly the files of ``want`` with their ``what`` (size or MD5); else what is
+    wrong."""
     if want == got:
         return None
     missing = sorted(set(want) - set(got))
     extra = sorted(set(got) - set(want))
     wrong = sorted(r for r in set(want) & set(got) if want[r] != got[r])
-    parts = [f"{len(got):,} files / {sum(got.values()):,} bytes, expected {len(want):,} / {sum(want.values()):,}"]
-    for label, items in (("missing", missing), ("unexpected", extra), ("wrong size", wrong)):
+    parts = [f"{len(got):,} files, expected {len(want):,}"]
+    for label, items in (("missing", missing), ("unexpected", extra), (f"wrong {what}", wrong)):
         if items:
             parts.append(f"{len(items)} {label} (e.g. {items[0]})")
     return "; ".join(parts)

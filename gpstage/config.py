@@ -10,12 +10,12 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
-from typing import Any
-
-from pydantic import BaseModel, ValidationError
+from typing import TYPE_CHECKING, Any
 
 from gpstage.errors import BadInput
-from gpstage.validation import format_validation_error
+
+if TYPE_CHECKING:
+    from pydantic import BaseModel
 
 
 def config_path() -> Path:
@@ -56,6 +56,10 @@ def parse_overrides(pairs: list[str]) -> dict[str, str]:
 
 def launcher_settings(model: type[BaseModel], name: str, overrides: dict[str, Any] | None = None) -> BaseModel:
     """``[launchers.<name>]`` of the settings file, overridden by ``overrides``, validated by ``model``."""
+    from pydantic import ValidationError
+
+    from gpstage.validation import format_validation_error
+
     table = load_config().get("launchers", {}).get(name, {})
     if not isinstance(table, dict):
         raise BadInput(f"settings file {config_path()}: [launchers.{name}] must be a table", "see the README")

@@ -16,16 +16,15 @@ is refused with an error that says how to reference it instead (docs/design.md ย
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
-
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from gpstage.config import config_path, load_config
 from gpstage.errors import BadInput
 from gpstage.retry import RetryPolicy
-from gpstage.validation import format_validation_error
 
 # Field names people write when they paste a secret; each has a by-reference spelling.
 _LITERAL_SECRETS = {
@@ -38,42 +37,64 @@ _LITERAL_SECRETS = {
 }
 
 
-class RetrySettings(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+@dataclass(frozen=True)
+class RetrySettings:
+    """A profile's ``retry = {attempts = 8, base_delay = 0.5, max_delay = 5}``."""
 
-    attempts: int = Field(RetryPolicy.attempts, ge=1)
-    base_delay: float = Field(RetryPolicy.base_delay, ge=0)
-    max_delay: float = Field(RetryPolicy.max_delay, ge=0)
+    attempts: int = RetryPolicy.attempts
+    base_delay: float = RetryPolicy.base_delay
+    max_delay: float = RetryPolicy.max_delay
+    __pydantic_config__ = {"extra": "forbid"}
+
+    def __post_init__(self) -> None:
+        if self.attempts < 1:
+            raise ValueError(f"attempts is {self.attempts}; give 1 or more")
+        if self.base_delay < 0 or self.max_delay < 0:
+            raise ValueError("base_delay and max_delay must be 0 or more")
 
 
-class StorageProfile(BaseModel):
-    """Settings for URLs under one prefix. Credentials only by reference."""
+@dataclass(frozen=True)
+class StorageProfile:
+    """Settings for URLs under one prefix. Credentials only by reference.
 
-    model_config = ConfigDict(extra="forbid")
+    A plain dataclass, not a pydantic model: every sync reads its profile, and most settings files have
+    none, so pydantic is imported only to validate tables that exist (:func:`load_profiles`;
+    docs/design.md ยง19)."""
 
-    endpoint: str | None = Field(None, description="service endpoint URL (S3-compatible store, emulator)")
+    endpoint: str | None = None  # service endpoint URL (S3-compatible store, emulator)
     region: str | None = None
-    connect_timeout: float | None = Field(None, gt=0)
-    read_timeout: float | None = Field(None, gt=0)
+    connect_timeout: float | None = None
+    read_timeout: float | None = None
     retry: RetrySettings | None = None
     # credentials, by reference
-    aws_profile: str | None = Field(None, description="a profile of the AWS config/credentials files")
-    access_key_id_env: str | None = Field(None, description="NAME of the variable holding the access key id")
-    secret_access_key_env: str | None = Field(None, description="NAME of the variable holding the secret key")
+    aws_profile: str | None = None  # a profile of the AWS config/credentials files
+    access_key_id_env: str | None = None  # NAME of the variable holding the access key id
+    secret_access_key_env: str | None = None  # NAME of the variable holding the secret key
     session_token_env: str | None = None
-    account_name: str | None = Field(None, description="Azure storage account (not a secret)")
+    account_name: str | None = None  # Azure storage account (not a secret)
     account_key_env: str | None = None
     connection_string_env: str | None = None
     sas_token_env: str | None = None
-    key_file: str | None = Field(None, description="path of a key file (GCS service account JSON, AWS credentials file)")
-    project: str | None = Field(None, description="Google Cloud project")
+    key_file: str | None = None  # path of a key file (GCS service account JSON, AWS credentials file)
+    project: str | None = None  # Google Cloud project
+    __pydantic_config__ = {"extra": "forbid"}
+
+    def __post_init__(self) -> None:
+        for name in ("connect_timeout", "read_timeout"):
+            value = getattr(self, name)
+            if value is not None and value <= 0:
+                raise ValueError(f"{name} is {value}; give a number of seconds above 0")
 
     def retry_policy(self) -> RetryPolicy | None:
-        return RetryPolicy(**self.retry.model_dump()) if self.retry else None
+        return RetryPolicy(**dataclasses.asdict(self.retry)) if self.retry else None
+
+    def settings(self) -> dict[str, Any]:
+        """The settings that are set, as written in the file."""
+        return {k: v for k, v in dataclasses.asdict(self).items() if v is not None}
 
     def env_names(self) -> list[str]:
         """The variable names this profile reads credentials from."""
-        return [v for k, v in self.model_dump().items() if k.endswith("_env") and v]
+        return [v for k, v in self.settings().items() if k.endswith("_env")]
 
     def secret(self, field: str, env: Mapping[str, str] | None = None) -> str | None:
         """The value behind ``<field>_env``; a named variable that is not set is an error."""
@@ -105,11 +126,19 @@ def load_profiles(config: Mapping[str, Any] | None = None) -> dict[str, StorageP
             raise BadInput(f"{config_path()}: storage.{prefix} must be a table",
                            f'write [storage."{prefix}"] with settings under it')
         _check_literal_secrets(prefix, table)
-        try:
-            out[prefix] = StorageProfile.model_validate(table)
-        except ValidationError as err:
-            raise BadInput(format_validation_error(err, f"storage profile {prefix!r}"), f"fix it in {config_path()}") from None
+        out[prefix] = _validated(prefix, table)
     return out
+
+
+def _validated(prefix: str, table: Mapping[str, Any]) -> StorageProfile:
+    from pydantic import TypeAdapter, ValidationError
+
+    from gpstage.validation import format_validation_error
+
+    try:
+        return TypeAdapter(StorageProfile).validate_python(dict(table))
+    except ValidationError as err:
+        raise BadInput(format_validation_error(err, f"storage profile {prefix!r}"), f"fix it in {config_path()}") from None
 
 
 def profile_for(url: str, profiles: Mapping[str, StorageProfile] | None = None) -> tuple[str, StorageProfile] | None:

@@ -12,7 +12,7 @@ def format_validation_error(err: ValidationError, source: str = "job spec") -> s
     for e in err.errors():
         loc = ".".join(str(x) for x in e["loc"] if not str(x).startswith("function-"))
         msg = e["msg"].removeprefix("Value error, ")
-        if e["type"] == "extra_forbidden":
+        if e["type"] in ("extra_forbidden", "unexpected_keyword_argument"):  # a model's / a dataclass's word
             msg = "unknown key (check the spelling; see `gpstage spec schema`)"
         parts.append(f"{loc}: {msg}" if loc else msg)
     return f"{source}: " + "; ".join(parts)

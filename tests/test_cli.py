@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import os
 import stat
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -110,3 +112,18 @@ def test_help_explains_every_command() -> None:
     for cmd in ("sync", "stage-in", "stage-out", "ls", "spec"):
         assert cmd in out
     assert "--delete" in run_cli("sync", "--help").stdout
+
+
+def test_sync_loads_neither_typer_nor_pydantic_nor_rich(bucket: str, tmp_path: Path, cli_env) -> None:
+    """docs/design.md §19: a small sync is mostly start-up, so its path stays clear of the heavy CLI stack
+    — to S3 and back and on the file system alike."""
+    (tmp_path / "a").mkdir()
+    (tmp_path / "a/f").write_text("x")
+    probe = ("import sys; from gpstage.cli import main\n"
+             "for src, dst in zip(sys.argv[1::2], sys.argv[2::2]): main(['sync', src, dst, '--json'])\n"
+             "print(sorted(m for m in ('typer', 'pydantic', 'rich') if m in sys.modules), file=sys.stderr)")
+    url = f"s3://{bucket}/lean"
+    proc = subprocess.run([sys.executable, "-c", probe, str(tmp_path / "a"), url, url, str(tmp_path / "b"),
+                           str(tmp_path / "b"), str(tmp_path / "c")], capture_output=True, text=True, env=cli_env, timeout=120)
+    assert proc.returncode == 0 and proc.stderr.strip().splitlines()[-1] == "[]", proc.stderr
+    assert (tmp_path / "c/f").read_text() == "x"

@@ -7,7 +7,8 @@ from typing import Any
 
 import typer
 
-from gpstage.cli.output import JSON_OPTION, emit_json, json_errors
+from gpstage.cli.options import JSON_OPTION
+from gpstage.cli.output import emit_json, json_errors
 
 app = typer.Typer(help="Inspect gpstage's settings file (GPSTAGE_CONFIG).", no_args_is_help=True, rich_markup_mode=None)
 
@@ -40,7 +41,7 @@ def effective(url: str) -> dict[str, Any]:
     prefix, profile = found if found else (None, None)
     out: dict[str, Any] = {"url": url, "config_file": str(config_path()), "profile": prefix}
     if profile:
-        settings = profile.model_dump(exclude_none=True)
+        settings = profile.settings()
         for field in [k for k in settings if k.endswith("_env")]:
             name = settings[field]
             value = os.environ.get(name)

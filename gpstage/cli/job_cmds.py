@@ -13,7 +13,8 @@ from typing import Any
 
 import typer
 
-from gpstage.cli.output import JSON_OPTION, emit_json, json_errors
+from gpstage.cli.options import JSON_OPTION
+from gpstage.cli.output import emit_json, json_errors
 from gpstage.exitcodes import EXIT_GPSTAGE_ERROR
 
 JOB_ARG = typer.Argument(..., help="The job's id (the spec's job_id).")

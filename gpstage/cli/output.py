@@ -8,11 +8,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-import typer
-
 from gpstage.errors import GpstageError
-
-JSON_OPTION = typer.Option(False, "--json", help="Print one JSON document on stdout and nothing else.")
 
 
 def emit_json(payload: Any) -> None:

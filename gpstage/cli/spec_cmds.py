@@ -6,7 +6,8 @@ import json
 
 import typer
 
-from gpstage.cli.output import JSON_OPTION, emit_json, json_errors
+from gpstage.cli.options import JSON_OPTION
+from gpstage.cli.output import emit_json, json_errors
 
 app = typer.Typer(help="Check job specs and print their JSON Schema.", no_args_is_help=True, rich_markup_mode=None)
 

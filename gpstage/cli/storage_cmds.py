@@ -4,41 +4,25 @@ from __future__ import annotations
 
 import typer
 
-from gpstage.cli.output import JSON_OPTION, emit_json, json_errors, progress_for
+from gpstage.cli.options import JSON_OPTION
+from gpstage.cli.output import emit_json, json_errors, progress_for
 
 
 def register(app: typer.Typer) -> None:
-    app.command("sync")(sync_cmd)
+    from gpstage.cli.sync_cmd import SUMMARY
+
+    app.command("sync", help=SUMMARY, add_help_option=False,
+                context_settings={"allow_extra_args": True, "ignore_unknown_options": True})(sync_cmd)
     app.command("stage-in")(stage_in_cmd)
     app.command("stage-out")(stage_out_cmd)
     app.command("ls")(ls_cmd)
 
 
-def sync_cmd(
-    src: str = typer.Argument(..., help="Source: a path or URL (file://, nfs://, s3://, or any provider's scheme)."),
-    dst: str = typer.Argument(..., help="Destination: a path or URL; the CONTENTS of SRC go here."),
-    delete: bool = typer.Option(False, "--delete", help="Remove files at DST that SRC does not have (excluded ones are kept)."),
-    checksum: bool = typer.Option(False, "--checksum", help="Compare MD5 checksums instead of size and mtime."),
-    jobs: int = typer.Option(32, "--jobs", "-j", min=1, help="Transfers in flight at once."),
-    exclude: list[str] | None = typer.Option(None, "--exclude", help="Glob of paths relative to SRC to leave out; "
-                                                                     "repeatable. '*' also matches '/'."),
-    dry_run: bool = typer.Option(False, "--dry-run", help="Only report what would be copied and deleted."),
-    as_json: bool = JSON_OPTION,
-) -> None:
-    """Make DST hold the contents of SRC, copying only what differs (aws s3 sync semantics).
+def sync_cmd(ctx: typer.Context) -> None:
+    """Listed here for ``gpstage --help``; main() hands ``gpstage sync …`` to argparse before typer loads."""
+    from gpstage.cli.sync_cmd import sync_main
 
-    Modes, mtimes and empty dirs survive object stores (kept in .gpstage-manifest.json).
-    Examples: gpstage sync ./job s3://bucket/gp/job ; gpstage sync s3://bucket/gp/job ./job --delete
-    """
-    from gpstage.sync import sync
-
-    with json_errors(as_json):
-        report = sync(src, dst, delete=delete, checksum=checksum, jobs=jobs, exclude=exclude or (),
-                      dry_run=dry_run, progress=progress_for("sync", as_json))
-    if as_json:
-        emit_json({"ok": True, "report": report.to_dict()})
-    else:
-        typer.echo(report.summary())
+    sync_main(ctx.args)
 
 
 def _stage(spec_path: str, inbound: bool, jobs: int, dry_run: bool, as_json: bool) -> None:
