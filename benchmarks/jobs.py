@@ -1,8 +1,9 @@
 #!/usr/bin/env python3
 """Job throughput and start-up (issue 20): many empty jobs (exec.sh ``true``) through the local launcher with
-the process runner on ``nfs:///``, and what one job costs from the command line.
+the process runner on ``nfs:///`` or on S3 (a SeaweedFS this script starts and stops, 127.0.0.1 only), and
+what one job costs from the command line.
 
-    .venv/bin/python benchmarks/jobs.py [--jobs 1000] [--cli-jobs 200] [--out DIR]
+    .venv/bin/python benchmarks/jobs.py [--storage nfs|s3] [--jobs 1000] [--cli-jobs 200] [--out DIR]
 
 (i) ``--jobs`` jobs through the Python API in one process (``max_parallel`` = cores): jobs/s, p50/p95
 submit→end latency, CPU per job split into launcher (this process) / dispatcher / entry+module (the
@@ -11,13 +12,15 @@ sampled every 50 ms, not one process's ru_maxrss — when 10, 100 and all jobs a
 state dir's size. (ii) ``--cli-jobs`` jobs through ``gpstage run --detach`` then ``gpstage wait``.
 Start-up, medians of 5 after a warm-up: ``python -I -c pass``, ``python -c "import typer"``,
 ``gpstage --help``, ``gpstage-entry`` on an empty job, ``gpstage run`` of it, ``gpstage jobs`` over the
-records (i) left. Writes ``jobs.md``/``jobs.json`` to benchmarks/results; the target lines say MET or
-MISSED, never adjusted. Everything runs in a temporary state dir, removed at the end.
+records (i) left. Writes ``jobs.md``/``jobs.json`` (``jobs-s3.*`` with ``--storage s3``) to
+benchmarks/results; the target lines say MET or MISSED, never adjusted. Everything runs in a temporary
+state dir, removed at the end.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import statistics
@@ -26,6 +29,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Iterator
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -35,12 +39,35 @@ BIN = Path(sys.executable).parent
 CLK = os.sysconf("SC_CLK_TCK")
 
 
+STORAGE_ROOT = "nfs:///"  # --storage s3 sets the SeaweedFS bucket's URL
+
+
 def empty_job(base: Path, n: int) -> dict:
     work = base / f"j{n}"
     meta = work / ".gp_metadata"
     meta.mkdir(parents=True)
     (meta / "exec.sh").write_text("true\n")
-    return {"job_id": f"e{n}", "storage_root": "nfs:///", "dirs": [{"role": "workdir", "path": str(work)}]}
+    return {"job_id": f"e{n}", "storage_root": STORAGE_ROOT, "dirs": [{"role": "workdir", "path": str(work)}]}
+
+
+@contextlib.contextmanager
+def seaweedfs_root(base: Path) -> Iterator[str]:
+    """A SeaweedFS on 127.0.0.1 for the run, its endpoint and keys in this process's environment (the
+    launcher hands them to each entry as a credentials file); stopped, data removed, at the end."""
+    sys.path.insert(0, str(HERE))
+    import s3util
+    from servers import SeaweedFS
+    from tools import ACCESS_KEY, BUCKET, SECRET_KEY
+
+    server = SeaweedFS(base / "seaweedfs")
+    server.start()
+    try:
+        s3util.ensure_bucket(s3util.client(server))
+        os.environ.update(AWS_ENDPOINT_URL=server.endpoint, AWS_ACCESS_KEY_ID=ACCESS_KEY, AWS_SECRET_ACCESS_KEY=SECRET_KEY,
+                          AWS_DEFAULT_REGION="us-east-1", AWS_EC2_METADATA_DISABLED="true")
+        yield f"s3://{BUCKET}/jobs"
+    finally:
+        server.stop()
 
 
 def descendants(pid: int) -> list[int]:
@@ -187,13 +214,18 @@ def du_mib(path: Path) -> float:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--storage", choices=("nfs", "s3"), default="nfs",
+                    help="nfs: nfs:/// (nothing copied; default); s3: each job staged through a local SeaweedFS")
     ap.add_argument("--jobs", type=int, default=1000, help="jobs through the Python API (default 1000)")
     ap.add_argument("--cli-jobs", type=int, default=200, help="jobs through gpstage run --detach + wait (default 200)")
     ap.add_argument("--out", type=Path, default=HERE / "results", help="where the results go (default benchmarks/results)")
     args = ap.parse_args()
+    global STORAGE_ROOT
     parallel = os.cpu_count() or 1
-    with tempfile.TemporaryDirectory(prefix="gpstage-jobs-bench-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="gpstage-jobs-bench-") as tmp, contextlib.ExitStack() as stack:
         base = Path(tmp)
+        if args.storage == "s3":
+            STORAGE_ROOT = stack.enter_context(seaweedfs_root(base))
         (base / "config.toml").write_text(f"[launchers.local]\nmax_parallel = {parallel}\npoll_interval = 0.05\n")
         os.environ.update(GPSTAGE_STATE_DIR=str(base / "state"), GPSTAGE_CONFIG=str(base / "config.toml"))
         one = base / "one.json"
@@ -230,7 +262,7 @@ def main() -> int:
         (f"gpstage jobs over {args.jobs + 5} records ≤ 5 × gpstage --help", s[jobs_key], 5 * s["gpstage --help"]),
     ]
     lines = [f"# Job throughput and start-up — {datetime.now(timezone.utc).isoformat(timespec='seconds')}", "",
-             f"local launcher, process runner, nfs:///, max_parallel = {parallel} (cores); empty jobs (exec.sh `true`).",
+             f"local launcher, process runner, {STORAGE_ROOT}, max_parallel = {parallel} (cores); empty jobs (exec.sh `true`).",
              "", "| start-up (median of 5) | s |", "|---|---|"]
     lines += [f"| {k} | {v:.3f} |" for k, v in s.items()]
     lines += ["", "| throughput | jobs | wall s | jobs/s | p50 latency s | p95 latency s |", "|---|---|---|---|---|---|",
@@ -246,8 +278,10 @@ def main() -> int:
     text = "\n".join(lines) + "\n"
     print(text)
     args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "jobs.md").write_text(text)
-    (args.out / "jobs.json").write_text(json.dumps({"startup_s": s, "api": api, "cli": cli, "state_mib": state_mib,
+    name = "jobs" if args.storage == "nfs" else f"jobs-{args.storage}"
+    (args.out / f"{name}.md").write_text(text)
+    (args.out / f"{name}.json").write_text(json.dumps({"storage_root": STORAGE_ROOT, "startup_s": s, "api": api, "cli": cli,
+                                                    "state_mib": state_mib,
                                                     "targets": [{"target": n, "value": g, "limit": lim, "met": g <= lim}
                                                                 for n, g, lim in checks]}, indent=2) + "\n")
     return 0
