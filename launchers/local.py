@@ -23,7 +23,7 @@ from pydantic import Field
 from gpstage.credfile import gather, split, write
 from gpstage.records import JobRecord
 from gpstage.states import EXIT_SIGNAL_BASE, JobState
-from launchers.base import BackendState, Launcher, LauncherSettings
+from launchers.base import BackendState, Launcher, LauncherSettings, entry_args
 from launchers.local_queue import (
     CREDENTIALS_FILE,
     ENV_FILE,
@@ -74,7 +74,7 @@ class LocalLauncher(Launcher):
         if doc:
             write(str(job_dir / CREDENTIALS_FILE), doc)
         write_backend(job_dir, phase="queued")
-        enqueue(self.store.root, record.job_id, self.settings_.max_parallel)
+        enqueue(self.store.root, record.job_id, self.settings_.max_parallel, entry_args(record))
         ensure_dispatcher(self.store.root)
         return record.job_id
 
@@ -122,22 +122,32 @@ class LocalLauncher(Launcher):
         (job_dir / ENV_FILE).unlink(missing_ok=True)
 
     def pause(self, record: JobRecord, limit: float | None) -> None:
-        """While the entry runs: until it ends (a pidfd wakes us at once) or ``limit`` (at most 5 s)."""
+        """Until the job's phase changes or ``limit`` (at most 5 s): while it is queued, its backend.json
+        is re-read at 10 ms, backing off to ``poll_interval`` (a job that is started next is seen at
+        once); while its entry runs, a pidfd wakes us as it ends."""
         job_dir = self.store.job_dir(record.job_id)
-        backend = read_backend(job_dir)
+        deadline = time.monotonic() + (5.0 if limit is None else min(5.0, limit))
+        step = 0.01
+        while (backend := read_backend(job_dir)).get("phase") == "queued":
+            if time.monotonic() + step > deadline:
+                return
+            time.sleep(step)
+            step = min(step * 1.5, self.settings.poll_interval)
         pid = backend.get("entry_pid")
-        if backend.get("phase") != "running" or not isinstance(pid, int) or not hasattr(os, "pidfd_open"):
-            return super().pause(record, limit)
+        if backend.get("phase") != "running":
+            return  # ended already: poll now
+        if not isinstance(pid, int) or not hasattr(os, "pidfd_open"):  # no pidfd on this system: plain polling
+            return super().pause(record, max(0.0, deadline - time.monotonic()))
         try:
             fd = os.pidfd_open(pid)
         except OSError:
             return  # already gone: poll again
         try:
-            select.select([fd], [], [], 5.0 if limit is None else min(5.0, limit))
+            select.select([fd], [], [], max(0.0, deadline - time.monotonic()))
         finally:
             os.close(fd)
-        deadline = time.monotonic() + 1.0  # the dispatcher records the exit code within a tick
-        while time.monotonic() < deadline:
+        settle = time.monotonic() + 1.0  # the dispatcher records the exit code within a tick
+        while time.monotonic() < settle:
             now = read_backend(job_dir)
             if now.get("phase") != "running" or entry_alive(now):
                 return

@@ -62,12 +62,14 @@ def entry_alive(backend: dict[str, Any]) -> bool:
 
 
 # ---- the queue --------------------------------------------------------------------------------
-def enqueue(root: Path, job_id: str, max_parallel: int) -> None:
+def enqueue(root: Path, job_id: str, max_parallel: int, entry_args: list[str]) -> None:
+    """Queue ``job_id``; ``entry_args`` are the entry's arguments, decided by the submitter so that the
+    dispatcher reads no job record (it starts fast: docs/design.md §19)."""
     queue = root / QUEUE_DIR
     (queue / "claimed").mkdir(parents=True, exist_ok=True)
     name = f"{time.time_ns():020d}-{job_id}.json"
     tmp = queue / f".{name}.tmp"
-    tmp.write_text(json.dumps({"job_id": job_id, "max_parallel": max_parallel}))
+    tmp.write_text(json.dumps({"job_id": job_id, "max_parallel": max_parallel, "entry_args": entry_args}))
     os.replace(tmp, queue / name)
 
 
@@ -180,21 +182,18 @@ class Dispatcher:
                 running += 1
 
     def _start(self, claimed: Path) -> bool:
+        """Start the claimed job's entry. A cancel that came after the claim is not looked for here: the
+        canceller waits for the entry to run and signals it, and the entry records the cancel."""
         from gpstage.credfile import ENV_NAME
-        from gpstage.records import RecordStore
-        from launchers.base import entry_args
 
         job_id = claimed.name.split("-", 1)[1][: -len(".json")]
         job_dir = self.root / "jobs" / job_id
         try:
-            record = RecordStore(self.root).load(job_id)
+            args = json.loads(claimed.read_text())["entry_args"]
             env = json.loads((job_dir / ENV_FILE).read_text())
-        except Exception as e:  # noqa: BLE001 - a record that cannot be read: the job cannot start
-            write_backend(job_dir, phase="exited", exit_code=EXIT_GPSTAGE_ERROR, error=f"cannot start: {e}")
-            claimed.unlink(missing_ok=True)
-            return False
-        if record.state.terminal or record.cancel_requested:  # cancelled while it waited
-            write_backend(job_dir, phase="exited", exit_code=EXIT_SIGNAL_BASE + signal.SIGTERM)
+        except (OSError, ValueError, KeyError) as e:
+            if job_dir.is_dir():  # a job cleaned away meanwhile has nowhere to be told
+                write_backend(job_dir, phase="exited", exit_code=EXIT_GPSTAGE_ERROR, error=f"cannot start: {e!r}")
             claimed.unlink(missing_ok=True)
             return False
         if (job_dir / CREDENTIALS_FILE).exists():
@@ -204,7 +203,7 @@ class Dispatcher:
             # cancel that comes between its start and then is held, not fatal to an entry that records nothing.
             held = signal.pthread_sigmask(signal.SIG_BLOCK, ENTRY_SIGNALS)
             try:
-                entry = subprocess.Popen([entry_executable(), *entry_args(record)], env=env, stdin=subprocess.DEVNULL,
+                entry = subprocess.Popen([entry_executable(), *args], env=env, stdin=subprocess.DEVNULL,
                                          stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
             except OSError as e:
                 write_backend(job_dir, phase="exited", exit_code=EXIT_GPSTAGE_ERROR, error=f"cannot start the entry: {e}")
