@@ -25,7 +25,6 @@ from gpstage.errors import BadInput, GpstageError, StorageError
 from gpstage.report import TransferReport
 from gpstage.retry import RetryPolicy
 from gpstage.storage import LocalTree, RemoteTree, open_tree
-from gpstage.storage.manifest import Manifest
 from gpstage.storage.tree import Entry, Excluder, Tree
 from gpstage.urls import join_url
 
@@ -297,5 +296,5 @@ async def _finish_remote(plan: Plan, failed: set[str], d: RemoteTree, src: Tree,
         if rel not in dirs and (not delete or excl.excluded_dir(rel)):
             dirs[rel] = mode
     before = d.root_manifest.files
-    if await d.write_manifest(Manifest.build(Tree(files, dirs))):
+    if await d.write_manifest(Tree(files, dirs)):
         report.metadata_updated += sum(1 for r, rec in d.root_manifest.files.items() if r not in copied and before.get(r) != rec)

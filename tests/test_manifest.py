@@ -21,6 +21,26 @@ def test_entry_applies_only_while_the_object_is_unchanged() -> None:
     assert rewritten.files["a"].mode is None and rewritten.files["a"].mtime_ns is None
 
 
+def test_a_stored_manifest_describes_exactly_the_tree_it_was_built_from() -> None:
+    """write_manifest skips the write when the stored manifest already says the same, decided entry by
+    entry (no second manifest in memory): any difference in a file, a mode or a dir means a write."""
+    def tree(**changes: object) -> Tree:
+        files = {"a": Entry(size=3, etag='"e1"', mtime_ns=5, mode=0o755), "b/c": Entry(size=1, etag='"e2"', md5="ab"),
+                 "no-etag": Entry(size=2)}
+        dirs: dict[str, int | None] = {"b": None, "d": 0o700}
+        for name, value in changes.items():
+            (dirs if name.startswith("dir_") else files)[name.removeprefix("dir_")] = value  # type: ignore[assignment]
+        return Tree(files, dirs)
+
+    stored = Manifest.parse(Manifest.build(tree()).dumps())
+    assert stored.describes(tree())
+    assert not stored.describes(tree(a=Entry(size=3, etag='"e1"', mtime_ns=5, mode=0o700)))  # a mode changed
+    assert not stored.describes(tree(x=Entry(size=1, etag='"e3"')))  # a file more
+    assert not stored.describes(Tree({"a": tree().files["a"]}, tree().dirs))  # a file fewer
+    assert not stored.describes(tree(dir_d=0o755)) and not stored.describes(tree(dir_e=None))  # dirs differ
+    assert stored.describes(tree(other=Entry(size=9)))  # a file without an etag is never described
+
+
 def test_foreign_or_broken_manifest_is_ignored() -> None:
     assert Manifest.parse(b"not json").files == {}
     assert Manifest.parse(b'{"format": "other", "version": 1, "files": {"a": {}}}').files == {}

@@ -230,10 +230,11 @@ class RemoteTree(ABC):
         else:
             await asyncio.to_thread(dst.write_file, dst_rel or rel, data, entry)
 
-    async def write_manifest(self, manifest: Manifest) -> bool:
-        """Store ``manifest`` at the root unless the stored one already says the same; True if written."""
-        if manifest.same_content(self.root_manifest):
+    async def write_manifest(self, tree: Tree) -> bool:
+        """Store the manifest of ``tree`` at the root unless the stored one already says the same; True if written."""
+        if self.root_manifest.describes(tree):
             return False
+        manifest = Manifest.build(tree)
         await self.write_bytes(MANIFEST_NAME, manifest.dumps())
         self.root_manifest = manifest
         return True
