@@ -25,6 +25,7 @@ from gpstage.records import JobRecord
 from gpstage.states import EXIT_SIGNAL_BASE, JobState
 from launchers.base import BackendState, Launcher, LauncherSettings, entry_args
 from launchers.local_queue import (
+    CANCEL_FILE,
     CREDENTIALS_FILE,
     ENV_FILE,
     claimed_file,
@@ -100,6 +101,7 @@ class LocalLauncher(Launcher):
 
     def kill(self, record: JobRecord) -> None:
         job_dir = self.store.job_dir(record.job_id)
+        (job_dir / CANCEL_FILE).touch()  # first: a dispatcher that claims it from now on does not start it
         if unqueue(self.store.root, record.job_id):  # never started: it ends here
             write_backend(job_dir, phase="exited", exit_code=EXIT_SIGNAL_BASE + signal.SIGTERM)
             return

@@ -36,6 +36,7 @@ LOG_FILE = "local-dispatcher.log"
 BACKEND_FILE = "backend.json"  # per job: the dispatcher's account of it
 ENV_FILE = "entry-env.json"  # per job: the submitter's environment without credentials
 CREDENTIALS_FILE = "credentials.json"  # per job, 0600: the submitter's credentials (docs/design.md §11)
+CANCEL_FILE = "cancel-requested"  # per job: written by a cancel before anything else; a queued job never starts
 TICK_S = 0.05  # how often the dispatcher looks for new work and ended entries
 IDLE_EXIT_S = 2.0  # an idle dispatcher exits after this long
 ENTRY_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)  # held until the entry handles them
@@ -182,8 +183,8 @@ class Dispatcher:
                 running += 1
 
     def _start(self, claimed: Path) -> bool:
-        """Start the claimed job's entry. A cancel that came after the claim is not looked for here: the
-        canceller waits for the entry to run and signals it, and the entry records the cancel."""
+        """Start the claimed job's entry, unless a cancel came first (its marker file): a cancel that
+        comes later waits for the entry to run and signals it, and the entry records the cancel."""
         from gpstage.credfile import ENV_NAME
 
         job_id = claimed.name.split("-", 1)[1][: -len(".json")]
@@ -194,6 +195,10 @@ class Dispatcher:
         except (OSError, ValueError, KeyError) as e:
             if job_dir.is_dir():  # a job cleaned away meanwhile has nowhere to be told
                 write_backend(job_dir, phase="exited", exit_code=EXIT_GPSTAGE_ERROR, error=f"cannot start: {e!r}")
+            claimed.unlink(missing_ok=True)
+            return False
+        if (job_dir / CANCEL_FILE).exists():  # cancelled while it waited
+            write_backend(job_dir, phase="exited", exit_code=EXIT_SIGNAL_BASE + signal.SIGTERM)
             claimed.unlink(missing_ok=True)
             return False
         if (job_dir / CREDENTIALS_FILE).exists():

@@ -95,3 +95,22 @@ def test_a_job_cancelled_as_its_entry_starts_is_recorded_by_the_entry(tmp_path: 
     result = launcher.wait("early", timeout=60)
     assert (result.state, result.exit_code) == (JobState.CANCELLED, 143), result.message
     assert json.loads(Path(spec.metadata_dir, "exit_code.txt").read_text()) == {"exit_code": 143}
+
+
+def test_a_job_cancelled_after_its_claim_is_not_started(tmp_path: Path) -> None:
+    """The dispatcher claimed the job (the cancel could not unqueue it) but had not started it yet — or
+    died, and the next one adopted the queue: the cancel's marker keeps the entry from ever starting."""
+    from launchers.local_queue import CANCEL_FILE, ENV_FILE, Dispatcher, read_backend
+
+    root = tmp_path / "state"
+    job_dir = root / "jobs" / "late"
+    job_dir.mkdir(parents=True)
+    (job_dir / ENV_FILE).write_text("{}")
+    (job_dir / CANCEL_FILE).touch()
+    claimed = root / "local-queue" / "claimed" / "00000000000000000001-late.json"
+    claimed.parent.mkdir(parents=True)
+    claimed.write_text(json.dumps({"job_id": "late", "max_parallel": 1, "entry_args": ["--spec", "/no/such/spec.json"]}))
+    dispatcher = Dispatcher(root)
+    assert dispatcher._start(claimed) is False
+    assert read_backend(job_dir) == {"phase": "exited", "exit_code": 143}
+    assert not claimed.exists() and not dispatcher.children and not (job_dir / "entry.log").exists()
