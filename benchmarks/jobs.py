@@ -40,6 +40,7 @@ CLK = os.sysconf("SC_CLK_TCK")
 
 
 STORAGE_ROOT = "nfs:///"  # --storage s3 sets the SeaweedFS bucket's URL
+NOT_OURS: set[int] = set()  # pids whose process trees are not gpstage's (the S3 server), left out of the sums
 
 
 def empty_job(base: Path, n: int) -> dict:
@@ -61,6 +62,7 @@ def seaweedfs_root(base: Path) -> Iterator[str]:
 
     server = SeaweedFS(base / "seaweedfs")
     server.start()
+    NOT_OURS.add(server.pid)
     try:
         s3util.ensure_bucket(s3util.client(server))
         os.environ.update(AWS_ENDPOINT_URL=server.endpoint, AWS_ACCESS_KEY_ID=ACCESS_KEY, AWS_SECRET_ACCESS_KEY=SECRET_KEY,
@@ -71,6 +73,7 @@ def seaweedfs_root(base: Path) -> Iterator[str]:
 
 
 def descendants(pid: int) -> list[int]:
+    """``pid`` and its descendants, less the trees of :data:`NOT_OURS`."""
     children: dict[int, list[int]] = {}
     for d in Path("/proc").iterdir():
         if d.name.isdigit():
@@ -82,6 +85,8 @@ def descendants(pid: int) -> list[int]:
     out, todo = [], [pid]
     while todo:
         p = todo.pop()
+        if p in NOT_OURS:
+            continue
         out.append(p)
         todo += children.get(p, [])
     return out
