@@ -2,7 +2,7 @@
 
 ``gpstage sync`` is the hot path (GenePattern sites call it per job dir, and a small dir's sync is all
 start-up), so it is parsed with argparse in :mod:`gpstage.cli.sync_cmd` and never imports typer or
-pydantic: 0.08 s for a 20-file sync against 0.3 s through typer (docs/design.md §19). Every other
+pydantic: 0.08 s for a 20-file local sync against 0.3 s through typer (docs/design.md §19). Every other
 command is the typer app in :mod:`gpstage.cli.app`. Every failure is one line on stderr and an exit code
 from docs/design.md §9; with ``--json`` the only thing on stdout is one JSON document, on failure too.
 """

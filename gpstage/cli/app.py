@@ -24,4 +24,3 @@ storage_cmds.register(app)
 job_cmds.register(app)
 app.add_typer(spec_cmds.app, name="spec")
 app.add_typer(config_cmds.app, name="config")
-
