@@ -41,7 +41,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         description="Time gpstage sync against aws s3 sync, rclone sync, s5cmd sync, fsspec (s3fs put/get) and obstore "
                     "on local S3 servers "
                     "that this script starts and stops itself (127.0.0.1 only). Each tool runs as a separate process; "
-                    "every run is checked byte for byte (each file's MD5 at the destination against the source's) and fails loudly if wrong.",
+                    "every run is checked byte for byte (each file's MD5 at the destination against the source's) "
+                    "and fails loudly if wrong.",
         epilog="data sets: (a) small = 1,000 x 4 KiB; (b) big = one 256 MiB file; (c) noop = 10,000 small files, no-op "
                "re-sync only; (d) gsea = GenePattern GSEA output, 5,023 files / ~410 MB; (e) huge = one 1 GiB file, "
                "peak RSS, SeaweedFS only, 1 rep.\nops: up (local -> empty prefix), noop (the same up again, nothing "

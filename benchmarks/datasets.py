@@ -166,7 +166,7 @@ def md5_of(path: Path) -> str:
     return h.hexdigest()
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def source_digests(root: Path) -> dict[str, str]:
     """``{relative path: MD5}`` of a data set's files, read once per run: what every tool's copy must equal."""
     return local_digests(root)
