@@ -126,18 +126,20 @@ class LocalLauncher(Launcher):
     def pause(self, record: JobRecord, limit: float | None) -> None:
         """Until the job's phase changes or ``limit`` (at most 5 s): while it is queued, its backend.json
         is re-read at 10 ms, backing off to ``poll_interval`` (a job that is started next is seen at
-        once); while its entry runs, a pidfd wakes us as it ends."""
+        once, and the caller's status call records it RUNNING); while its entry runs, a pidfd wakes us
+        as it ends."""
         job_dir = self.store.job_dir(record.job_id)
         deadline = time.monotonic() + (5.0 if limit is None else min(5.0, limit))
-        step = 0.01
-        while (backend := read_backend(job_dir)).get("phase") == "queued":
-            if time.monotonic() + step > deadline:
-                return
-            time.sleep(step)
-            step = min(step * 1.5, self.settings.poll_interval)
+        backend = read_backend(job_dir)
+        if backend.get("phase") == "queued":
+            step = 0.01
+            while (backend := read_backend(job_dir)).get("phase") == "queued" and time.monotonic() + step <= deadline:
+                time.sleep(step)
+                step = min(step * 1.5, self.settings.poll_interval)
+            return  # started (or ended): the next status call records it RUNNING before we sleep on it
         pid = backend.get("entry_pid")
-        if backend.get("phase") != "running":
-            return  # ended already: poll now
+        if backend.get("phase") != "running" or record.state is not JobState.RUNNING:
+            return  # ended already, or started since the caller's status call: poll now, which records it
         if not isinstance(pid, int) or not hasattr(os, "pidfd_open"):  # no pidfd on this system: plain polling
             return super().pause(record, max(0.0, deadline - time.monotonic()))
         try:
