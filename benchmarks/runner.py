@@ -107,8 +107,9 @@ class Runner:
             problem = (s3util.difference(case.dataset.sizes, local_sizes(local))
                        or s3util.difference(source_digests(case.source), local_digests(local), "content"))
         else:
-            problem = (s3util.difference(case.dataset.sizes, s3util.stored_sizes(self.s3, prefix))
-                       or s3util.difference(source_digests(case.source), s3util.stored_digests(self.s3, prefix), "content"))
+            stored = s3util.stored_objects(self.s3, prefix)
+            problem = (s3util.difference(case.dataset.sizes, s3util.sizes_of(stored))
+                       or s3util.difference(source_digests(case.source), s3util.digests_of(self.s3, stored), "content"))
         if problem:
             run.ok, run.error = False, f"destination is wrong after {run.op}: {problem}"
 

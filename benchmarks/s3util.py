@@ -39,35 +39,37 @@ def warm_up(s3: Any, prefix: str) -> None:
     delete_prefix(s3, prefix)
 
 
-def stored_sizes(s3: Any, prefix: str) -> dict[str, int]:
-    """``{path relative to prefix: size}`` of the objects under ``prefix/``, tool metadata left out."""
-    out: dict[str, int] = {}
-    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=BUCKET, Prefix=prefix.rstrip("/") + "/"):
-        for obj in page.get("Contents", ()):
-            rel = obj["Key"][len(prefix.rstrip("/")) + 1:]
-            if rel.rsplit("/", 1)[-1] not in TOOL_METADATA:
-                out[rel] = obj["Size"]
-    return out
-
-
-def stored_digests(s3: Any, prefix: str) -> dict[str, str]:
-    """``{path relative to prefix: MD5 of its bytes}``: a single-part object's ETag is its MD5; a multipart
-    one's is not (it depends on the tool's part size), so those are read back and hashed."""
-    import hashlib
-
-    out: dict[str, str] = {}
+def stored_objects(s3: Any, prefix: str) -> dict[str, dict[str, Any]]:
+    """``{path relative to prefix: listed object}`` under ``prefix/``, tool metadata left out: one listing,
+    from which :func:`sizes_of` and :func:`digests_of` both read."""
+    out: dict[str, dict[str, Any]] = {}
     base = prefix.rstrip("/") + "/"
     for page in s3.get_paginator("list_objects_v2").paginate(Bucket=BUCKET, Prefix=base):
         for obj in page.get("Contents", ()):
-            rel, etag = obj["Key"][len(base):], obj["ETag"].strip('"')
-            if rel.rsplit("/", 1)[-1] in TOOL_METADATA:
-                continue
-            if "-" in etag:
-                h = hashlib.md5(usedforsecurity=False)
-                for chunk in s3.get_object(Bucket=BUCKET, Key=obj["Key"])["Body"].iter_chunks(4 << 20):
-                    h.update(chunk)
-                etag = h.hexdigest()
-            out[rel] = etag
+            rel = obj["Key"][len(base):]
+            if rel.rsplit("/", 1)[-1] not in TOOL_METADATA:
+                out[rel] = obj
+    return out
+
+
+def sizes_of(objects: dict[str, dict[str, Any]]) -> dict[str, int]:
+    return {rel: obj["Size"] for rel, obj in objects.items()}
+
+
+def digests_of(s3: Any, objects: dict[str, dict[str, Any]]) -> dict[str, str]:
+    """``{rel: MD5 of its bytes}``: a single-part object's ETag is its MD5; a multipart one's is not (it
+    depends on the tool's part size), so those are read back and hashed."""
+    import hashlib
+
+    out: dict[str, str] = {}
+    for rel, obj in objects.items():
+        etag = obj["ETag"].strip('"')
+        if "-" in etag:
+            h = hashlib.md5(usedforsecurity=False)
+            for chunk in s3.get_object(Bucket=BUCKET, Key=obj["Key"])["Body"].iter_chunks(4 << 20):
+                h.update(chunk)
+            etag = h.hexdigest()
+        out[rel] = etag
     return out
 
 
@@ -87,7 +89,9 @@ def difference(want: dict[str, Any], got: dict[str, Any], what: str = "size") ->
     missing = sorted(set(want) - set(got))
     extra = sorted(set(got) - set(want))
     wrong = sorted(r for r in set(want) & set(got) if want[r] != got[r])
-    parts = [f"{len(got):,} files, expected {len(want):,}"]
+    totals = (f"{len(got):,} files / {sum(got.values()):,} bytes, expected {len(want):,} / {sum(want.values()):,}"
+              if what == "size" else f"{len(got):,} files, expected {len(want):,}")
+    parts = [totals]
     for label, items in (("missing", missing), ("unexpected", extra), (f"wrong {what}", wrong)):
         if items:
             parts.append(f"{len(items)} {label} (e.g. {items[0]})")
