@@ -12,6 +12,7 @@ is refused with an error that says how to reference it instead (docs/design.md Â
     retry = {attempts = 8, base_delay = 0.5}
     access_key_id_env = "GP_S3_KEY_ID"
     secret_access_key_env = "GP_S3_SECRET"
+    input_cache = true                 # inputs go through the content-addressed cache (docs/input-cache.md)
 """
 
 from __future__ import annotations
@@ -77,6 +78,10 @@ class StorageProfile:
     sas_token_env: str | None = None
     key_file: str | None = None  # path of a key file (GCS service account JSON, AWS credentials file)
     project: str | None = None  # Google Cloud project
+    # the input cache (docs/input-cache.md)
+    input_cache: bool | None = None  # inputs dirs under this prefix go through the cache (a spec's input_cache wins)
+    input_cache_root: str | None = None  # URL of the cache, on the same store; default <storage_root>/.gpstage-cache
+    input_cache_min_size: int | None = None  # smaller files are uploaded as they are; default 1 MiB
     __pydantic_config__ = {"extra": "forbid"}
 
     def __post_init__(self) -> None:
@@ -84,6 +89,8 @@ class StorageProfile:
             value = getattr(self, name)
             if value is not None and value <= 0:
                 raise ValueError(f"{name} is {value}; give a number of seconds above 0")
+        if self.input_cache_min_size is not None and self.input_cache_min_size < 0:
+            raise ValueError(f"input_cache_min_size is {self.input_cache_min_size}; give 0 or more bytes")
 
     def retry_policy(self) -> RetryPolicy | None:
         return RetryPolicy(**dataclasses.asdict(self.retry)) if self.retry else None

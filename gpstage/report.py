@@ -15,6 +15,8 @@ class TransferReport:
     bytes_copied: int = 0
     files_skipped: int = 0  # already identical at the destination
     files_deleted: int = 0
+    files_from_cache: int = 0  # placed by a server-side copy from the input cache: none of their bytes were sent
+    bytes_from_cache: int = 0
     metadata_updated: int = 0  # same content; only mode or mtime fixed
     dirs_created: int = 0
     dirs_deleted: int = 0
@@ -30,8 +32,10 @@ class TransferReport:
 
     def summary(self) -> str:
         verb = "would copy" if self.dry_run else "copied"
+        cached = (f" ({self.files_from_cache} files, {_human(self.bytes_from_cache)} from the input cache)"
+                  if self.files_from_cache else "")
         return (
-            f"{verb} {self.files_copied} files ({_human(self.bytes_copied)}), skipped {self.files_skipped}, "
+            f"{verb} {self.files_copied} files ({_human(self.bytes_copied)}){cached}, skipped {self.files_skipped}, "
             f"deleted {self.files_deleted}, retries {self.retries}, {self.seconds:.2f}s"
         )
 

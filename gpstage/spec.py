@@ -78,6 +78,34 @@ def _absolute_normalised(value: str, what: str) -> str:
     return value
 
 
+class InputSource(_Strict):
+    """A file placed into an inputs dir from a URL on any scheme, instead of from the server's disk
+    (docs/input-cache.md, "Inputs by URL")."""
+
+    source: str = Field(description="URL of the file (s3://…, gs://…, az://…, file:///…, any provider's scheme)")
+    name: str | None = Field(None, description="its path relative to the dir; default: the URL's last part")
+
+    @field_validator("source")
+    @classmethod
+    def _source(cls, v: str) -> str:
+        split_url(v)
+        if "://" not in v or v.endswith("/"):
+            raise ValueError(f"source {v!r} must be the URL of a file (scheme://…/name)")
+        return v
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str | None) -> str | None:
+        if v is not None and (v.startswith("/") or v.endswith("/") or any(p in ("", ".", "..") for p in v.split("/"))
+                              or "\x00" in v):
+            raise ValueError(f"name {v!r} must be a relative path inside the dir (no '..', '.', '//', leading or trailing '/')")
+        return v
+
+    @property
+    def rel(self) -> str:
+        return self.name or self.source.rstrip("/").rpartition("/")[2]
+
+
 class DirSpec(_Strict):
     """One role dir of the job."""
 
@@ -89,6 +117,10 @@ class DirSpec(_Strict):
     include: list[str] | None = Field(None, description="stage only the files matching these aws-style globs relative to "
                                       "the dir (e.g. the input files a command line names); the rest is neither copied "
                                       "nor deleted; default: all")
+    sources: list[InputSource] | None = Field(None, description="inputs dir: files placed into it from URLs at stage-in "
+                                              "(server-side when on the job's store), in addition to its local files")
+    private: bool | None = Field(None, description="inputs dir: its files are never put in the input cache "
+                                 "(GenePattern deletes private inputs after the job)")
 
     @field_validator("path")
     @classmethod
@@ -101,6 +133,13 @@ class DirSpec(_Strict):
         if v is not None:
             split_url(v)
         return v
+
+    @model_validator(mode="after")
+    def _inputs_only(self) -> DirSpec:
+        for name in ("sources", "private"):
+            if getattr(self, name) is not None and self.role is not Role.INPUTS:
+                raise ValueError(f"{name} is for inputs dirs, not {self.role.value}")
+        return self
 
     @property
     def effective_direction(self) -> Direction:
@@ -143,6 +182,8 @@ class JobSpec(_Strict):
     resources: Resources = Field(default_factory=Resources)
     module: Module | None = None
     hooks: Hooks = Field(default_factory=Hooks)
+    input_cache: bool | None = Field(None, description="place input files through the content-addressed cache on "
+                                     "storage (docs/input-cache.md); default: the storage profile's input_cache, else off")
 
     @field_validator("job_id")
     @classmethod

@@ -17,9 +17,11 @@ from typing import Any
 
 from gpstage.aio import run_sync
 from gpstage.errors import BadInput
+from gpstage.inputcache.policy import cache_for, cache_roots
 from gpstage.jobfiles import spec_url
 from gpstage.report import TransferReport
 from gpstage.retry import RetryPolicy
+from gpstage.sources import check_sources, place_sources
 from gpstage.spec import DEFAULT_STAGE_IN_EXCLUDES, DirSpec, JobSpec, Role, load_spec, parse_spec
 from gpstage.storage import local_path_of, provider_for, read_url, remove_tree, write_url
 from gpstage.sync import Progress, async_sync
@@ -60,9 +62,14 @@ def read_spec(source: str) -> JobSpec:
 
 
 def check_storage(spec: JobSpec) -> None:
-    """Fail early, before anything is created or copied, if a dir's URL has no usable provider."""
+    """Fail early, before anything is created or copied: a dir's URL without a usable provider, an input cache
+    that cannot work where it is asked for, an input source that is unknown or missing."""
     for d in spec.dirs:
         provider_for(spec.url_of(d))
+        cache_for(spec, d)
+    sources = [s for d in spec.dirs for s in d.sources or ()]
+    if sources:
+        run_sync(check_sources(sources))
 
 
 def same_path(spec: JobSpec, d: DirSpec) -> bool:
@@ -76,7 +83,8 @@ async def async_stage(spec: JobSpec, inbound: bool, *, node: bool = False, jobs:
                       retry: RetryPolicy | None = None, roles: tuple[Role, ...] | None = None) -> list[DirTransfer]:
     """Sync each dir of ``spec`` that moves in this direction (``inbound``: the ``in``/``inout`` dirs).
 
-    On the server (``node=False``) inbound pushes local → URL and stores the spec; outbound pulls back.
+    On the server (``node=False``) inbound pushes local → URL (inputs through the input cache where it is on)
+    and places the inputs named by URL, then stores the spec; outbound pulls back.
     On the compute node (``node=True``, the container entry) it is the mirror image: inbound pulls
     URL → local path, outbound pushes local → URL.
     """
@@ -89,21 +97,31 @@ async def async_stage(spec: JobSpec, inbound: bool, *, node: bool = False, jobs:
         url = spec.url_of(d)
         t = DirTransfer(d.role.value, d.path, url, direction.value)
         out.append(t)
+        server_in = inbound and not node  # the server's stage-in: where sources and the input cache act
         if same_path(spec, d):
-            if inbound and not os.path.isdir(d.path) and d.role not in MAY_BE_EMPTY:
+            if inbound and not os.path.isdir(d.path) and d.role not in MAY_BE_EMPTY and not (server_in and d.sources):
                 raise BadInput(f"{d.role.value} dir {d.path} does not exist", "create it or fix the path in the job spec")
-            t.skipped = "shared file system: the URL is the dir itself"
+            t.skipped = "shared file system: the URL is the dir itself (nothing to copy, nor to cache)"
+            if server_in and d.sources and not dry_run:
+                t.report = TransferReport("", url)
+                await place_sources(url, d.sources, t.report, retry)
             continue
         src, dst = (d.path, url) if to_storage else (url, d.path)
         if not await _source_exists(src):
-            if d.role in MAY_BE_EMPTY or (node and not inbound):
+            if d.role in MAY_BE_EMPTY or (node and not inbound) or (server_in and d.sources):
                 t.skipped = "does not exist yet"
-                continue
-            raise BadInput(f"{d.role.value} dir {src} does not exist", "create it or fix the path in the job spec")
-        excludes = list(d.exclude if d.exclude is not None else (DEFAULT_STAGE_IN_EXCLUDES if inbound else ()))
-        excludes += nested_excludes(spec, d)
-        t.report = await async_sync(src, dst, jobs=jobs, exclude=excludes, include=d.include, dry_run=dry_run,
-                                    progress=progress(d) if progress else None, retry=retry)
+            else:
+                raise BadInput(f"{d.role.value} dir {src} does not exist", "create it or fix the path in the job spec")
+        if not t.skipped:
+            excludes = list(d.exclude if d.exclude is not None else (DEFAULT_STAGE_IN_EXCLUDES if inbound else ()))
+            excludes += nested_excludes(spec, d)
+            t.report = await async_sync(src, dst, jobs=jobs, exclude=excludes, include=d.include, dry_run=dry_run,
+                                        progress=progress(d) if progress else None, retry=retry,
+                                        cache=cache_for(spec, d) if server_in else None)
+        if server_in and d.sources and not dry_run:
+            t.skipped = None
+            t.report = t.report or TransferReport("", url)
+            await place_sources(url, d.sources, t.report, retry)
     if inbound and not node and not dry_run:
         await write_url(spec_url(spec), spec.to_json().encode(), retry)
     return out
@@ -126,12 +144,21 @@ def stage_out(spec: JobSpec, **kwargs: Any) -> list[DirTransfer]:
 
 
 def remove_job_dirs(spec: JobSpec) -> list[str]:
-    """Delete the job's own dirs on storage (``OWN_ROLES``) and return their URLs; a dir that IS its
-    server path (a shared file system) is the server's copy and is kept."""
+    """Delete the job's own dirs on storage (``OWN_ROLES``) and its input-cache references, and return the
+    dirs' URLs; a dir that IS its server path (a shared file system) is the server's copy and is kept."""
     removed = []
     for d in spec.dirs:
         if d.role in OWN_ROLES and not same_path(spec, d):
             url = spec.url_of(d)
             run_sync(remove_tree(url))
             removed.append(url)
+    for root in cache_roots(spec):
+        run_sync(_forget(root, spec.job_id))
     return removed
+
+
+async def _forget(root: str, job_id: str) -> None:
+    from gpstage.inputcache.manage import forget_job, open_cache
+
+    async with open_cache(root) as store:
+        await forget_job(store, job_id)

@@ -13,20 +13,22 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import os
-import secrets
-import tempfile
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from gpstage.aio import run_sync
 from gpstage.errors import BadInput, GpstageError, StorageError
 from gpstage.report import TransferReport
 from gpstage.retry import RetryPolicy
 from gpstage.storage import LocalTree, RemoteTree, open_tree
+from gpstage.storage.source import FileSource, ObjectSource
 from gpstage.storage.tree import Entry, Excluder, Tree
 from gpstage.urls import join_url
+
+if TYPE_CHECKING:
+    from gpstage.inputcache.place import InputCache
 
 DEFAULT_JOBS = 32
 LARGE_FILE = 2**20  # files above this share a smaller pool, so memory stays bounded
@@ -73,12 +75,14 @@ def sync(src: str, dst: str, *, delete: bool = False, checksum: bool = False, jo
 
 async def async_sync(src: str, dst: str, *, delete: bool = False, checksum: bool = False, jobs: int | None = None,
                      exclude: Sequence[str] = (), dry_run: bool = False, progress: Progress | None = None,
-                     retry: RetryPolicy | None = None, include: Sequence[str] | None = None) -> TransferReport:
+                     retry: RetryPolicy | None = None, include: Sequence[str] | None = None,
+                     cache: InputCache | None = None) -> TransferReport:
     """Copy what differs from ``src`` to ``dst``; with ``delete``, remove what ``src`` lacks.
 
     ``exclude`` globs match paths relative to ``src`` (and protect matching files at ``dst`` from
-    deletion); ``include`` (None: all) limits the sync to the files matching its globs. Raises
-    :class:`SyncError` (with the report) if any transfer failed for good.
+    deletion); ``include`` (None: all) limits the sync to the files matching its globs. With ``cache``
+    (a local ``src`` only), files go through the input cache on ``dst``'s store (gpstage.inputcache).
+    Raises :class:`SyncError` (with the report) if any transfer failed for good.
     """
     if jobs is not None and jobs < 1:
         raise BadInput(f"jobs must be at least 1, got {jobs}", "pass --jobs 1 or more")
@@ -89,6 +93,8 @@ async def async_sync(src: str, dst: str, *, delete: bool = False, checksum: bool
         _refuse_overlap(s, d)
         if isinstance(s, LocalTree) and not s.exists():
             raise BadInput(f"source {s.root} does not exist", "check the path")
+        if cache is not None and isinstance(s, LocalTree):
+            cache.bind(d)
         src_tree, dst_full = await asyncio.gather(s.scan(), d.scan())
         src_tree, dst_tree = excl.apply(src_tree), excl.apply(dst_full)
         plan = await _plan(src_tree, dst_tree, d, checksum, delete)
@@ -97,7 +103,7 @@ async def async_sync(src: str, dst: str, *, delete: bool = False, checksum: bool
             report.files_copied, report.bytes_copied = len(plan.copy), plan.nbytes(src_tree)
             report.files_deleted = len(plan.delete)
         else:
-            failed = await _execute(plan, s, d, src_tree, report, jobs or DEFAULT_JOBS, progress)
+            failed = await _execute(plan, s, d, src_tree, report, jobs or DEFAULT_JOBS, progress, cache)
             if isinstance(d, RemoteTree):
                 await _finish_remote(plan, failed, d, src_tree, dst_full, excl, delete, report)
     report.seconds = time.monotonic() - started
@@ -182,7 +188,7 @@ async def _plan(src: Tree, dst: Tree, d: AnyTree, checksum: bool, delete: bool) 
 
 
 async def _execute(plan: Plan, s: AnyTree, d: AnyTree, src: Tree, report: TransferReport, jobs: int,
-                   progress: Progress | None) -> set[str]:
+                   progress: Progress | None, cache: InputCache | None = None) -> set[str]:
     """Delete, copy, fix metadata; return the paths whose copy failed (their errors are in the report)."""
     if isinstance(d, LocalTree):
         await asyncio.to_thread(_local_prepare, plan, d, report)
@@ -193,18 +199,21 @@ async def _execute(plan: Plan, s: AnyTree, d: AnyTree, src: Tree, report: Transf
         resumable = [r for r in plan.copy if d.multipart(src.files[r].size)]
         if resumable:  # a killed earlier upload of these keys left parts behind: they go now
             await d.abort_incomplete(resumable)
+    if cache is not None and cache.store is not None:
+        await cache.prepare([src.files[r] for r in plan.copy])
     if progress:
         progress.start(len(plan.copy), plan.nbytes(src))
     small, large = asyncio.Semaphore(jobs), asyncio.Semaphore(min(jobs, LARGE_JOBS))
     failed: set[str] = set()
-    spool = (tempfile.TemporaryDirectory(prefix="gpstage-spool-")
-             if isinstance(s, RemoteTree) and isinstance(d, RemoteTree) else None)
 
     async def one(rel: str) -> None:
         e = src.files[rel]
         async with large if e.size > LARGE_FILE else small:
             try:
-                await _copy(rel, e, s, d, spool.name if spool else None)
+                if cache is not None and cache.wants(e):
+                    await cache.place(e, rel, d, report)
+                else:
+                    await _copy(rel, e, s, d)
             except (GpstageError, OSError) as err:
                 failed.add(rel)
                 report.errors.append(str(err) if isinstance(err, GpstageError) else f"{rel}: {err}")
@@ -217,8 +226,6 @@ async def _execute(plan: Plan, s: AnyTree, d: AnyTree, src: Tree, report: Transf
     try:
         await asyncio.gather(*(one(r) for r in plan.copy))
     finally:
-        if spool:
-            spool.cleanup()
         if progress:
             progress.finish()
     if isinstance(d, LocalTree):
@@ -226,24 +233,17 @@ async def _execute(plan: Plan, s: AnyTree, d: AnyTree, src: Tree, report: Transf
     return failed
 
 
-async def _copy(rel: str, e: Entry, s: AnyTree, d: AnyTree, spool: str | None) -> None:
+async def _copy(rel: str, e: Entry, s: AnyTree, d: AnyTree) -> None:
     if isinstance(s, LocalTree):
         assert e.path is not None
         if isinstance(d, LocalTree):
             await asyncio.to_thread(d.copy_in, e.path, rel, e)
         else:
-            await d.upload(e.path, rel, e.size)
+            await d.upload(FileSource(e.path, e.size), rel)
     elif isinstance(d, LocalTree):
         await s.download(rel, e, d)
-    else:  # remote -> remote: through a local spool file, streamed both ways
-        assert spool is not None
-        staging = LocalTree(spool)
-        tmp_rel = f"{secrets.token_hex(8)}-{os.path.basename(rel)}"
-        await s.download(rel, e, staging, tmp_rel)
-        try:
-            await d.upload(staging.path_of(tmp_rel), rel, e.size)
-        finally:
-            staging.remove(tmp_rel)
+    else:  # remote -> remote: streamed through this process part by part, never via the local disk
+        await d.upload(ObjectSource(s, rel, e.size), rel)
 
 
 def _local_prepare(plan: Plan, d: LocalTree, report: TransferReport) -> None:

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["job", "make_job", "run"]
+__all__ = ["job", "make_job", "run", "submit_async"]
 
 
 def __getattr__(name: str) -> Any:

@@ -25,7 +25,7 @@ from __future__ import annotations
 import asyncio
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -35,9 +35,10 @@ from gpstage.errors import BadInput, GpstageError
 from gpstage.jobfiles import read_entry_status, read_log, spec_url
 from gpstage.jobresult import JobResult, result_of
 from gpstage.records import JobRecord, Owner, RecordStore, utcnow
-from gpstage.spec import JobSpec
+from gpstage.spec import DirSpec, JobSpec
 from gpstage.stage import remove_job_dirs
 from gpstage.states import EXIT_GPSTAGE_ERROR, EXIT_SIGNAL_BASE, EXIT_TIMEOUT, JobState, Reason
+from gpstage.sync import Progress
 
 SIGTERM = 15
 
@@ -134,7 +135,9 @@ class Launcher(ABC):
         keeps it; None when the entry is not a mounted bundle. Default: None."""
         return None
 
-    def submit(self, spec: JobSpec) -> JobHandle:
+    def submit(self, spec: JobSpec, progress: Callable[[DirSpec], Progress | None] | None = None) -> JobHandle:
+        """Record, stage in and start ``spec``. ``progress``: as :func:`gpstage.stage.stage_in`'s, a
+        :class:`~gpstage.sync.Progress` for each dir it syncs (None: no reports)."""
         from gpstage.stage import check_storage, stage_in
 
         check_storage(spec)
@@ -145,7 +148,7 @@ class Launcher(ABC):
                                     settings=self.settings.model_dump(mode="json"), spec=spec, owner=Owner.current(),
                                     entry_bundle=bundle))
         try:
-            transfers = stage_in(spec)
+            transfers = stage_in(spec, progress=progress)
             record = self._update(spec.job_id, state=JobState.QUEUED,
                                   transfers=[{"phase": "in", **t.to_dict()} for t in transfers])
             if record.cancel_requested:  # cancelled from elsewhere while its dirs were staged

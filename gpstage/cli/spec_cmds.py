@@ -14,8 +14,9 @@ app = typer.Typer(help="Check job specs and print their JSON Schema.", no_args_i
 
 @app.command("validate")
 def validate(spec: str = typer.Argument(..., help="Job spec file (JSON or YAML)."), as_json: bool = JSON_OPTION) -> None:
-    """Check a job spec as `gpstage run` does — its fields, and that every dir's storage scheme is known and
-    its extra installed (no request is made) — and show each dir's URL and direction (exit 2 and one line
+    """Check a job spec as `gpstage run` does — its fields, that every dir's storage scheme is known and its
+    extra installed, the input cache's settings, and that each input source exists (one HEAD each, the only
+    requests made) — and show each dir's URL and direction (exit 2 and one line
     per problem if invalid)."""
     from gpstage.spec import load_spec
     from gpstage.stage import check_storage

@@ -26,16 +26,18 @@ import os
 import re
 import secrets
 import weakref
+from collections.abc import Mapping
 from typing import Any, ClassVar
 
 from gpstage.errors import BadInput, GpstageError, MissingDependency, StorageError
 from gpstage.report import TransferReport
 from gpstage.retry import RetryPolicy
 from gpstage.storage.base import RemoteProvider, RemoteTree
-from gpstage.storage.buckets import BucketTree, quiet_library_logs, read_range, to_ns
+from gpstage.storage.buckets import BucketTree, quiet_library_logs, to_ns
 from gpstage.storage.errorfacts import ErrorFacts
 from gpstage.storage.local import LocalTree
-from gpstage.storage.tree import Entry
+from gpstage.storage.source import ByteSource
+from gpstage.storage.tree import SHA256_META, Entry
 from gpstage.urls import split_url
 
 SINGLE_PUT = 8 * 2**20  # files up to this size are one Put Blob
@@ -46,6 +48,7 @@ WRITE_IN_LOOP = 64 * 2**10  # smaller downloads are written in the event loop (a
 GET_WHOLE = 2**20  # smaller blobs are fetched into memory and written in one go, larger ones streamed
 LIST_PAGE = 5000  # the service's maximum
 DELETE_JOBS = 16
+COPY_POLL_S = 0.2  # an asynchronous Copy Blob (large, or across accounts) is polled this often until it ends
 CONNECT_TIMEOUT_S = 10
 READ_TIMEOUT_S = 60
 _ACCOUNT_HOST = re.compile(r"^(?P<container>[^@/]+)@(?P<account>[^./]+)\.(dfs|blob)\.core\.windows\.net$")
@@ -102,6 +105,10 @@ class AzureProvider(RemoteProvider):
     def fs_path(self, url: str) -> str:
         container, _, key = self._split(url)  # keys are literal: no decoding, no normalising
         return f"{container}/{key}" if key else container
+
+    def same_store(self, a: str, b: str) -> bool:
+        """One account (containers may differ), reached with the same settings."""
+        return super().same_store(a, b) and self._split(a)[1] == self._split(b)[1]
 
     def connection(self, url: str) -> dict[str, Any]:
         """How to reach the account of ``url``: ``connection_string``, or ``account_url`` + one credential."""
@@ -265,26 +272,28 @@ class AzureTree(BucketTree):
     async def write_bytes(self, rel: str, data: bytes) -> None:
         await self.call(lambda: self._put(rel, data), rel)
 
-    async def _put(self, rel: str, data: bytes) -> None:
+    async def _put(self, rel: str, data: bytes, metadata: dict[str, str] | None = None) -> None:
         from azure.storage.blob import ContentSettings
 
         md5 = hashlib.md5(data, usedforsecurity=False).digest()
-        await self.blob(rel).upload_blob(data, length=len(data), overwrite=True, validate_content=True,
+        await self.blob(rel).upload_blob(data, length=len(data), overwrite=True, validate_content=True, metadata=metadata,
                                          content_settings=ContentSettings(content_md5=bytearray(md5)))
 
-    async def upload(self, local_path: str, rel: str, size: int) -> None:
-        """Upload exactly ``size`` bytes (the listed size: a growing log arrives as a consistent prefix)."""
-        if size <= SINGLE_PUT:
-            data = await asyncio.to_thread(read_range, local_path, 0, size)
-            await self.call(lambda: self._put(rel, data), rel)
+    async def upload(self, src: ByteSource, rel: str, metadata: Mapping[str, str] | None = None) -> None:
+        """Upload exactly ``src.size`` bytes (the listed size: a growing log arrives as a consistent prefix)."""
+        meta = dict(metadata) if metadata else None
+        if src.size <= SINGLE_PUT:
+            data = await src.read(0, src.size)
+            await self.call(lambda: self._put(rel, data, meta), rel)
         else:
-            await self._blocks(local_path, rel, size)
+            await self._blocks(src, rel, meta)
 
-    async def _blocks(self, local_path: str, rel: str, size: int) -> None:
-        """Blocks read in order (hashing the whole file on the way), staged concurrently, then committed."""
+    async def _blocks(self, src: ByteSource, rel: str, metadata: dict[str, str] | None) -> None:
+        """Blocks read in order (hashing the whole source on the way), staged concurrently, then committed."""
         from azure.storage.blob import BlobBlock, ContentSettings
 
         blob = self.blob(rel)
+        size = src.size
         token = secrets.token_hex(6)  # block ids of this upload only, whoever else writes the blob meanwhile
         ids = [f"{token}-{i:08d}" for i in range(-(-size // BLOCK))]
         md5 = hashlib.md5(usedforsecurity=False)
@@ -304,7 +313,8 @@ class AzureTree(BucketTree):
                 await self.block_slots.acquire()
                 try:
                     offset = i * BLOCK
-                    data = await asyncio.to_thread(_read_and_hash, local_path, offset, min(BLOCK, size - offset), md5)
+                    data = await src.read(offset, min(BLOCK, size - offset))
+                    await asyncio.to_thread(md5.update, data)
                 except BaseException:
                     in_flight.release()
                     self.block_slots.release()
@@ -319,7 +329,48 @@ class AzureTree(BucketTree):
             await asyncio.gather(*tasks, return_exceptions=True)
             raise  # staged blocks that are never committed are discarded by the service
         settings = ContentSettings(content_md5=bytearray(md5.digest()))
-        await self.call(lambda: blob.commit_block_list([BlobBlock(block_id=b) for b in ids], content_settings=settings), rel)
+        await self.call(lambda: blob.commit_block_list([BlobBlock(block_id=b) for b in ids], content_settings=settings,
+                                                       metadata=metadata), rel)
+
+    async def stat(self, rel: str) -> Entry | None:
+        from azure.core.exceptions import ResourceNotFoundError
+
+        async def get() -> Any:
+            try:
+                return await self.blob(rel).get_blob_properties()
+            except ResourceNotFoundError:
+                return None
+
+        p = await self.call(get, rel)
+        if p is None:
+            return None
+        md5 = p.content_settings.content_md5 if p.content_settings else None
+        return Entry(size=int(p.size or 0), etag=p.etag, modified_ns=to_ns(p.last_modified),
+                     md5=bytes(md5).hex() if md5 else None, sha256=(p.metadata or {}).get(SHA256_META))
+
+    async def read_range(self, rel: str, offset: int, length: int) -> bytes:
+        async def get() -> bytes:
+            stream = await self.blob(rel).download_blob(offset=offset, length=length, max_concurrency=1)
+            return await stream.readall()
+
+        return await self.call(get, rel)
+
+    async def copy_from(self, src: RemoteTree, src_rel: str, rel: str, size: int,
+                        metadata: Mapping[str, str] | None = None) -> None:
+        """Copy Blob within the account (the destination's credential authorises the source); a copy the
+        service runs asynchronously is polled until it ends, and a failed or aborted one raises."""
+        assert isinstance(src, AzureTree)
+        blob = self.blob(rel)
+        meta = dict(metadata) if metadata is not None else None
+        started = await self.call(lambda: blob.start_copy_from_url(src.blob(src_rel).url, metadata=meta), rel)
+        status = started.get("copy_status")
+        while status == "pending":
+            await asyncio.sleep(COPY_POLL_S)
+            props = await self.call(blob.get_blob_properties, rel)
+            status = props.copy.status
+        if status != "success":
+            raise StorageError(f"az://{self.bucket}/{self.object_key(rel)}: the server-side copy ended {status}",
+                               "re-run the same command")
 
     async def download(self, rel: str, entry: Entry, dst: LocalTree, dst_rel: str | None = None) -> None:
         """Small blobs into memory and one write, larger ones streamed into a temp file in ``dst``; either
@@ -354,9 +405,3 @@ class AzureTree(BucketTree):
         await asyncio.gather(*(one(r) for r in rels if not r.endswith("/")))
         for marker in sorted((r for r in rels if r.endswith("/")), key=lambda r: r.count("/"), reverse=True):
             await one(marker)
-
-
-def _read_and_hash(path: str, offset: int, length: int, md5: Any) -> bytes:
-    data = read_range(path, offset, length)
-    md5.update(data)
-    return data

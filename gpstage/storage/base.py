@@ -16,7 +16,7 @@ in a bucket (``s3://bucket/prefix``). A :class:`StorageProvider` serves one sche
 What a provider author implements: for a remote scheme, :meth:`RemoteProvider.connect`,
 :meth:`RemoteProvider.fs_path` and :meth:`RemoteProvider.tree` (plus :meth:`~RemoteProvider.disconnect`
 and :meth:`~RemoteProvider.specific_error` where it has something to say), and a :class:`RemoteTree`
-subclass with the six abstract methods. For a scheme an fsspec filesystem already serves,
+subclass with its abstract methods. For a scheme an fsspec filesystem already serves,
 :class:`~gpstage.storage.generic.FsspecProvider` implements all of it: set ``scheme`` and ``protocol``.
 Register the class under the ``gpstage.storage`` entry-point group; docs/storage-providers.md.
 """
@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import asyncio
 from abc import ABC, abstractmethod
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, ClassVar, TypeVar
 
 from gpstage.errors import GpstageError, StorageError
@@ -34,6 +34,7 @@ from gpstage.retry import RetryPolicy
 from gpstage.storage.errorfacts import ErrorFacts
 from gpstage.storage.local import LocalTree, unlink_quietly
 from gpstage.storage.manifest import Manifest
+from gpstage.storage.source import ByteSource
 from gpstage.storage.tree import MANIFEST_NAME, Entry, Tree, check_key, is_reserved
 from gpstage.urls import join_url
 
@@ -46,6 +47,7 @@ class StorageProvider(ABC):  # noqa: B024 - abstract by kind: implement LocalPro
     scheme: ClassVar[str] = ""
     local: ClassVar[bool] = False  # True: URLs are paths on this machine (LocalProvider)
     extra: ClassVar[str | None] = None  # the pip extra that installs its packages, named in error messages
+    keeps_metadata: ClassVar[bool] = True  # objects keep user metadata (RemoteTree.upload/stat): the input cache needs it
 
     def __init__(self, scheme: str | None = None) -> None:
         if scheme:  # one class may serve several spellings (gs/gcs, az/abfs): the instance knows which
@@ -76,6 +78,14 @@ class RemoteProvider(StorageProvider):
         environment, created inside the running event loop (async clients bind to it). Makes no request.
         Raises ``MissingDependency`` naming the extra to install, ``StorageError`` for missing or
         unusable credentials, ``BadInput`` for malformed settings — one line each."""
+
+    def same_store(self, a: str, b: str) -> bool:
+        """Whether URLs ``a`` and ``b`` of this provider are on one store, so that one client reaches both and a
+        server-side copy (:meth:`RemoteTree.copy_from`) can go from one to the other. Default: the same
+        storage profile settings (endpoint, region, credentials)."""
+        from gpstage.profiles import settings_for
+
+        return settings_for(a) == settings_for(b)
 
     async def disconnect(self, client: Any) -> None:  # noqa: B027 - a client without connections needs nothing
         """Release what :meth:`connect` opened. Called exactly once per client, also after a failure."""
@@ -141,11 +151,30 @@ class RemoteTree(ABC):
         """Store ``data`` as ``rel``, replacing it; readers see the old or the new object, never a mix."""
 
     @abstractmethod
-    async def upload(self, local_path: str, rel: str, size: int) -> None:
-        """Store exactly the first ``size`` bytes of ``local_path`` (the listed size: a file that grows
-        meanwhile arrives as a consistent prefix) as ``rel``. Verify the bytes where the store can (a
-        Content-MD5, a returned checksum). Bound memory: large files go in parts. A killed upload leaves
-        no object under ``rel`` (parts at most: :meth:`abort_incomplete`)."""
+    async def upload(self, src: ByteSource, rel: str, metadata: Mapping[str, str] | None = None) -> None:
+        """Store exactly ``src.size`` bytes of ``src`` as ``rel``, read in ranges (a local file, or another
+        store's object streamed through: :mod:`gpstage.storage.source`). Verify the bytes where the store
+        can (a Content-MD5, a returned checksum). Bound memory: large sources go in parts. A killed upload
+        leaves no object under ``rel`` (parts at most: :meth:`abort_incomplete`). ``metadata``: user
+        metadata to store with the object (the input cache's ``gpstagesha256``), returned by :meth:`stat`."""
+
+    @abstractmethod
+    async def stat(self, rel: str) -> Entry | None:
+        """The entry of the one object ``rel`` (size, etag, md5 where the store keeps one, ``sha256`` from
+        its ``gpstagesha256`` metadata), or None if there is none: one request (a HEAD), never a listing."""
+
+    @abstractmethod
+    async def read_range(self, rel: str, offset: int, length: int) -> bytes:
+        """``length`` bytes of object ``rel`` from ``offset``: one ranged GET."""
+
+    @abstractmethod
+    async def copy_from(self, src: RemoteTree, src_rel: str, rel: str, size: int,
+                        metadata: Mapping[str, str] | None = None) -> None:
+        """Copy object ``src_rel`` of ``src`` — a tree of the same store, opened with this tree's client
+        (:meth:`subtree`) — to ``rel`` server-side: no byte passes through this process (S3 CopyObject,
+        and UploadPartCopy above its 5 GiB limit; GCS rewrite; Azure Copy Blob). ``size`` is the
+        source's listed size; ``metadata`` replaces the copy's user metadata when given. A missing source
+        raises FileNotFoundError (or the store's 404), so a caller can tell it from other failures."""
 
     @abstractmethod
     async def download(self, rel: str, entry: Entry, dst: LocalTree, dst_rel: str | None = None) -> None:
@@ -165,6 +194,11 @@ class RemoteTree(ABC):
         return 0
 
     # ---- written once, for every store -----------------------------------------------------------
+    def subtree(self, url: str) -> RemoteTree:
+        """The tree under another ``url`` of this store, sharing this tree's client, retry policy and report
+        (so that :meth:`copy_from` can reach both)."""
+        return self.provider.tree(url, self.client, self.retry, self.report)
+
     async def call(self, op: Callable[[], Awaitable[T]], rel: str = "") -> T:
         """Run ``op`` under the retry policy; count requests and retries; translate the final error."""
 

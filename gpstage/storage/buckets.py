@@ -54,11 +54,3 @@ def quiet_library_logs(name: str) -> None:
     logger = logging.getLogger(name)
     if not any(isinstance(h, logging.NullHandler) for h in logger.handlers):
         logger.addHandler(logging.NullHandler())
-
-
-def read_range(path: str, offset: int, length: int) -> bytes:
-    """``length`` bytes of ``path`` from ``offset``: one part of an upload."""
-    with open(path, "rb") as f:
-        if offset:
-            f.seek(offset)
-        return f.read(length)

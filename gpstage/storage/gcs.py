@@ -22,6 +22,7 @@ import hashlib
 import json
 import os
 import secrets
+from collections.abc import Mapping
 from contextlib import suppress
 from typing import Any, ClassVar
 
@@ -29,10 +30,11 @@ from gpstage.errors import GpstageError, MissingDependency, StorageError
 from gpstage.report import TransferReport
 from gpstage.retry import RetryPolicy, http_status
 from gpstage.storage.base import RemoteProvider, RemoteTree
-from gpstage.storage.buckets import BucketTree, bucket_path, quiet_library_logs, read_range, to_ns
+from gpstage.storage.buckets import BucketTree, bucket_path, quiet_library_logs, to_ns
 from gpstage.storage.errorfacts import ErrorFacts
 from gpstage.storage.local import LocalTree
-from gpstage.storage.tree import Entry
+from gpstage.storage.source import ByteSource
+from gpstage.storage.tree import SHA256_META, Entry
 
 HNS_ENV = "GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT"  # gcsfs's bucket-type probe (gRPC): a 60 s stall off Google
 SCOPE = "https://www.googleapis.com/auth/devstorage.read_write"
@@ -195,7 +197,8 @@ def entry_from_object(obj: dict[str, Any]) -> Entry:
     when the bytes do, and the time is when this generation was written."""
     generation = obj.get("generation")
     return Entry(size=int(obj.get("size") or 0), etag=f"g{generation}" if generation else obj.get("etag"),
-                 modified_ns=to_ns(obj.get("timeCreated") or obj.get("updated")), md5=b64_to_hex(obj.get("md5Hash")))
+                 modified_ns=to_ns(obj.get("timeCreated") or obj.get("updated")), md5=b64_to_hex(obj.get("md5Hash")),
+                 sha256=(obj.get("metadata") or {}).get(SHA256_META))
 
 
 def b64_to_hex(value: Any) -> str | None:
@@ -268,20 +271,20 @@ class GcsTree(BucketTree):
     async def write_bytes(self, rel: str, data: bytes) -> None:
         await self.call(lambda: self._simple_upload(self.object_key(rel), data), rel)
 
-    async def upload(self, local_path: str, rel: str, size: int) -> None:
-        """Upload exactly ``size`` bytes (the listed size: a growing log arrives as a consistent prefix)."""
-        key = self.object_key(rel)
-        if size <= SIMPLE_MAX:
-            data = await asyncio.to_thread(read_range, local_path, 0, size)
-            await self.call(lambda: self._simple_upload(key, data), rel)
+    async def upload(self, src: ByteSource, rel: str, metadata: Mapping[str, str] | None = None) -> None:
+        """Upload exactly ``src.size`` bytes (the listed size: a growing log arrives as a consistent prefix)."""
+        key, meta = self.object_key(rel), dict(metadata or {})
+        if src.size <= SIMPLE_MAX:
+            data = await src.read(0, src.size)
+            await self.call(lambda: self._simple_upload(key, data, meta), rel)
         else:
-            await self.call(lambda: self._resumable_upload(local_path, key, size), rel)
+            await self.call(lambda: self._resumable_upload(src, key, meta), rel)
 
-    async def _simple_upload(self, key: str, data: bytes) -> dict[str, Any]:
+    async def _simple_upload(self, key: str, data: bytes, metadata: dict[str, str] | None = None) -> dict[str, Any]:
         """One multipart request; the md5Hash in its metadata makes the store refuse damaged bytes."""
         md5 = base64.b64encode(hashlib.md5(data, usedforsecurity=False).digest()).decode()
         boundary = f"gpstage-{secrets.token_hex(16)}"
-        meta = json.dumps({"name": key, "md5Hash": md5})
+        meta = json.dumps({"name": key, "md5Hash": md5, **({"metadata": metadata} if metadata else {})})
         closing_boundary = f"\r\n--{boundary}--\r\n".encode()
         body = (f"--{boundary}\r\nContent-Type: application/json; charset=UTF-8\r\n\r\n{meta}\r\n"
                 f"--{boundary}\r\nContent-Type: application/octet-stream\r\n\r\n").encode() + data + closing_boundary
@@ -295,36 +298,69 @@ class GcsTree(BucketTree):
             raise
         return await self._check_md5(key, obj, md5)
 
-    async def _resumable_upload(self, local_path: str, key: str, size: int) -> None:
-        headers, _ = await self.client._call("POST", self.upload_base, uploadType="resumable", json={"name": key},
+    async def _resumable_upload(self, src: ByteSource, key: str, metadata: dict[str, str]) -> None:
+        size = src.size
+        headers, _ = await self.client._call("POST", self.upload_base, uploadType="resumable",
+                                         json={"name": key, **({"metadata": metadata} if metadata else {})},
                                          headers={"X-Upload-Content-Type": "application/octet-stream",
                                                   "X-Upload-Content-Length": str(size)})
         session = headers["Location"]
         md5 = hashlib.md5(usedforsecurity=False)
         offset, obj = 0, None
-        with open(local_path, "rb") as f:
-            while offset < size:
-                f.seek(offset)
-                data = await asyncio.to_thread(f.read, min(CHUNK, size - offset))
-                if not data:
-                    raise StorageError(f"{local_path} shrank while it was uploaded", "re-run the sync once the file is complete")
-                end = offset + len(data) - 1
-                self.report.requests += 1  # the call that runs this counted the session's start; each chunk is one more
-                resp_headers, body = await self.client._call("PUT", session, data=data, headers={
-                    "Content-Range": f"bytes {offset}-{end}/{size}", "Content-Type": "application/octet-stream"})
-                if body:  # the last chunk: the object resource
-                    obj = json.loads(body)
-                    md5.update(data)
-                    break
-                stored = _persisted(resp_headers)  # 308 Resume Incomplete, Range: what the store kept
-                if not offset < stored <= end + 1:
-                    raise UploadStalled(f"resumable upload of gs://{self.bucket}/{key} kept bytes up to {stored}, "
-                                        f"sent {offset}-{end}")
-                md5.update(data[:stored - offset])
-                offset = stored
+        while offset < size:
+            data = await src.read(offset, min(CHUNK, size - offset))
+            if not data:
+                raise StorageError(f"the source of gs://{self.bucket}/{key} shrank while it was uploaded",
+                                   "re-run the sync once the file is complete")
+            end = offset + len(data) - 1
+            self.report.requests += 1  # the call that runs this counted the session's start; each chunk is one more
+            resp_headers, body = await self.client._call("PUT", session, data=data, headers={
+                "Content-Range": f"bytes {offset}-{end}/{size}", "Content-Type": "application/octet-stream"})
+            if body:  # the last chunk: the object resource
+                obj = json.loads(body)
+                md5.update(data)
+                break
+            stored = _persisted(resp_headers)  # 308 Resume Incomplete, Range: what the store kept
+            if not offset < stored <= end + 1:
+                raise UploadStalled(f"resumable upload of gs://{self.bucket}/{key} kept bytes up to {stored}, "
+                                    f"sent {offset}-{end}")
+            md5.update(data[:stored - offset])
+            offset = stored
         if obj is None:
             raise UploadStalled(f"resumable upload of gs://{self.bucket}/{key} ended without an object")
         await self._check_md5(key, obj, base64.b64encode(md5.digest()).decode())
+
+    async def stat(self, rel: str) -> Entry | None:
+        async def get() -> dict[str, Any] | None:
+            try:
+                return await self.client._call("GET", "b/{}/o/{}", self.bucket, self.object_key(rel), json_out=True)
+            except FileNotFoundError:
+                return None
+
+        obj = await self.call(get, rel)
+        return None if obj is None else entry_from_object(obj)
+
+    async def read_range(self, rel: str, offset: int, length: int) -> bytes:
+        async def get() -> bytes:
+            _, body = await self.client._call("GET", "b/{}/o/{}", self.bucket, self.object_key(rel), alt="media",
+                                              headers={"Range": f"bytes={offset}-{offset + length - 1}"})
+            return body
+
+        return await self.call(get, rel)
+
+    async def copy_from(self, src: RemoteTree, src_rel: str, rel: str, size: int,
+                        metadata: Mapping[str, str] | None = None) -> None:
+        """objects.rewrite, repeated with its token until the store says done (large objects take several)."""
+        assert isinstance(src, GcsTree)
+        body = {} if metadata is None else {"metadata": dict(metadata) or None}
+        args = (src.bucket, src.object_key(src_rel), self.bucket, self.object_key(rel))
+        token: str | None = None
+        while True:
+            out = await self.call(lambda t=token: self.client._call(
+                "POST", "b/{}/o/{}/rewriteTo/b/{}/o/{}", *args, json=body, rewriteToken=t, json_out=True), rel)
+            if out.get("done"):
+                return
+            token = out["rewriteToken"]
 
     async def _check_md5(self, key: str, obj: dict[str, Any], sent: str) -> dict[str, Any]:
         stored = obj.get("md5Hash")

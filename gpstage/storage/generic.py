@@ -11,21 +11,26 @@ filesystem serves subclasses :class:`FsspecProvider` and sets ``scheme``, ``prot
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Mapping
 from typing import Any, ClassVar
 
-from gpstage.errors import MissingDependency
+from gpstage.errors import MissingDependency, StorageError
 from gpstage.report import TransferReport
 from gpstage.retry import RetryPolicy
 from gpstage.storage.base import RemoteProvider, RemoteTree
 from gpstage.storage.buckets import to_ns
 from gpstage.storage.local import LocalTree
+from gpstage.storage.source import ByteSource
 from gpstage.storage.tree import Entry
+
+STREAM_MAX = 64 * 2**20  # a non-file source (an input by URL) is written in one piece up to this size
 
 
 class FsspecProvider(RemoteProvider):
     """A scheme served by an fsspec filesystem: ``protocol`` (default: the scheme) names it."""
 
     protocol: ClassVar[str] = ""
+    keeps_metadata: ClassVar[bool] = False  # fsspec has no portable user metadata
 
     @property
     def fs_protocol(self) -> str:
@@ -87,8 +92,38 @@ class FsspecTree(RemoteTree):
     async def write_bytes(self, rel: str, data: bytes) -> None:
         await self.call(lambda: self._fs("pipe_file", self.key(rel), data), rel)
 
-    async def upload(self, local_path: str, rel: str, size: int) -> None:
-        await self.call(lambda: self._fs("put_file", local_path, self.key(rel)), rel)
+    async def upload(self, src: ByteSource, rel: str, metadata: Mapping[str, str] | None = None) -> None:
+        """A local file through the filesystem's ``put_file``; another store's object in one write, as fsspec
+        has no portable streaming write for async filesystems. fsspec keeps no user metadata."""
+        if src.path is not None:
+            path = src.path
+            await self.call(lambda: self._fs("put_file", path, self.key(rel)), rel)
+            return
+        if src.size > STREAM_MAX:
+            raise StorageError(f"{self.url}/{rel}: a {src.size:,}-byte object from another store cannot be streamed to "
+                               f"{self.provider.scheme}:// (fsspec writes it whole, up to {STREAM_MAX // 2**20} MiB)",
+                               "copy it to the job's store first, or give it as a local file")
+        data = await src.read(0, src.size)
+        await self.call(lambda: self._fs("pipe_file", self.key(rel), data), rel)
+
+    async def stat(self, rel: str) -> Entry | None:
+        async def info() -> dict[str, Any] | None:
+            try:
+                return await self._fs("info", self.key(rel))
+            except FileNotFoundError:
+                return None
+
+        found = await self.call(info, rel)
+        return None if found is None or found.get("type", "file") == "directory" else entry_from_info(found)
+
+    async def read_range(self, rel: str, offset: int, length: int) -> bytes:
+        return await self.call(lambda: self._fs("cat_file", self.key(rel), start=offset, end=offset + length), rel)
+
+    async def copy_from(self, src: RemoteTree, src_rel: str, rel: str, size: int,
+                        metadata: Mapping[str, str] | None = None) -> None:
+        """The filesystem's own copy (``cp_file``: server-side where the protocol has one)."""
+        assert isinstance(src, FsspecTree)
+        await self.call(lambda: self._fs("cp_file", src.key(src_rel), self.key(rel)), rel)
 
     async def download(self, rel: str, entry: Entry, dst: LocalTree, dst_rel: str | None = None) -> None:
         await self.fetch_into(rel, entry, dst, dst_rel, lambda tmp: self._fs("get_file", self.key(rel), tmp))

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+from collections.abc import Mapping
 from contextlib import suppress
 from typing import Any, ClassVar
 
@@ -19,14 +20,16 @@ from gpstage.errors import GpstageError, MissingDependency, StorageError
 from gpstage.report import TransferReport
 from gpstage.retry import RetryPolicy
 from gpstage.storage.base import RemoteProvider, RemoteTree
-from gpstage.storage.buckets import BucketTree, bucket_path, read_range, to_ns
+from gpstage.storage.buckets import BucketTree, bucket_path, to_ns
 from gpstage.storage.errorfacts import ErrorFacts
 from gpstage.storage.local import LocalTree
-from gpstage.storage.tree import Entry
+from gpstage.storage.source import ByteSource
+from gpstage.storage.tree import SHA256_META, Entry
 
 PART_SIZE = 8 * 2**20  # files above this go multipart, in parts of this size (aws CLI's default)
 PARTS_IN_FLIGHT = 4  # per file; with LARGE_JOBS files at once this bounds the memory held in parts
-READ_IN_LOOP = 64 * 2**10  # smaller files are read/written in the event loop: a thread hop costs more than the I/O
+COPY_MAX = 5 * 2**30  # CopyObject's limit; larger objects are copied part by part (UploadPartCopy)
+COPY_PART = 512 * 2**20
 GET_WHOLE = 1 * 2**20  # smaller objects are fetched into memory and written in one go, larger ones streamed
 DOWNLOAD_CHUNK = 2**20
 DELETE_BATCH = 1000  # DeleteObjects' limit
@@ -137,34 +140,77 @@ class S3Tree(BucketTree):
     def multipart(self, size: int) -> bool:
         return size > PART_SIZE
 
-    async def upload(self, local_path: str, rel: str, size: int) -> None:
-        """Upload exactly ``size`` bytes (the listed size: a growing log arrives as a consistent prefix)."""
-        if self.multipart(size):
-            return await self._multipart(local_path, rel, size)
-        data = (read_range(local_path, 0, size) if size <= READ_IN_LOOP
-                else await asyncio.to_thread(read_range, local_path, 0, size))
-        await self.write_bytes(rel, data)
+    async def upload(self, src: ByteSource, rel: str, metadata: Mapping[str, str] | None = None) -> None:
+        """Upload exactly ``src.size`` bytes (the listed size: a growing log arrives as a consistent prefix)."""
+        meta = dict(metadata) if metadata else None
+        if self.multipart(src.size):
+            return await self._multipart(src, rel, meta)
+        data = await src.read(0, src.size)
+        await self.call(lambda: self.client.put_bytes(self.bucket, self.object_key(rel), data, meta), rel)
 
-    async def _multipart(self, local_path: str, rel: str, size: int) -> None:
+    async def _multipart(self, src: ByteSource, rel: str, metadata: dict[str, str] | None) -> None:
         key = self.object_key(rel)
-        upload_id = await self.call(lambda: self.client.create_multipart(self.bucket, key), rel)
-        count = -(-size // PART_SIZE)
+        size = src.size
+
+        async def part(i: int, upload_id: str) -> str:
+            async with self.part_slots:
+                offset = i * PART_SIZE
+                data = await src.read(offset, min(PART_SIZE, size - offset))
+                return await self.call(lambda: self.client.upload_part(self.bucket, key, upload_id, i + 1, data), rel)
+
+        await self._in_parts(rel, -(-size // PART_SIZE), part, metadata)
+
+    async def _in_parts(self, rel: str, count: int, part: Any, metadata: dict[str, str] | None) -> None:
+        """A multipart upload of ``count`` parts, ``part(i, upload_id)`` making each (PARTS_IN_FLIGHT at a time);
+        aborted on any failure, so a failed upload leaves nothing behind."""
+        key = self.object_key(rel)
+        upload_id = await self.call(lambda: self.client.create_multipart(self.bucket, key, metadata), rel)
         etags = [""] * count
         in_flight = asyncio.Semaphore(PARTS_IN_FLIGHT)
 
-        async def part(i: int) -> None:
-            async with in_flight, self.part_slots:
-                offset = i * PART_SIZE
-                data = await asyncio.to_thread(read_range, local_path, offset, min(PART_SIZE, size - offset))
-                etags[i] = await self.call(lambda: self.client.upload_part(self.bucket, key, upload_id, i + 1, data), rel)
+        async def one(i: int) -> None:
+            async with in_flight:
+                etags[i] = await part(i, upload_id)
 
         try:
-            await gather_or_cancel(part(i) for i in range(count))
+            await gather_or_cancel(one(i) for i in range(count))
             await self.call(lambda: self.client.complete_multipart(self.bucket, key, upload_id, etags), rel)
         except BaseException:
             with suppress(Exception):
                 await self.client.abort_multipart(self.bucket, key, upload_id)
             raise
+
+    async def stat(self, rel: str) -> Entry | None:
+        found = await self.call(lambda: self.client.head(self.bucket, self.object_key(rel)), rel)
+        if found is None:
+            return None
+        etag = found["ETag"].strip('"')
+        return Entry(size=found["Size"], etag=found["ETag"], modified_ns=to_ns(found["LastModified"]),
+                     md5=etag if "-" not in etag and len(etag) == 32 else None, sha256=found["meta"].get(SHA256_META))
+
+    async def read_range(self, rel: str, offset: int, length: int) -> bytes:
+        return await self.call(lambda: self.client.get_range(self.bucket, self.object_key(rel), offset, length), rel)
+
+    async def copy_from(self, src: RemoteTree, src_rel: str, rel: str, size: int,
+                        metadata: Mapping[str, str] | None = None) -> None:
+        """CopyObject; above 5 GiB a multipart upload whose parts are UploadPartCopy ranges of the source."""
+        assert isinstance(src, S3Tree)
+        src_key, meta = src.object_key(src_rel), dict(metadata) if metadata is not None else None
+        if size <= COPY_MAX:
+            await self.call(lambda: self.client.copy_object(self.bucket, self.object_key(rel), src.bucket, src_key, meta), rel)
+            return
+        if meta is None:  # a multipart copy does not carry the source's metadata: read it, as CopyObject would
+            found = await src.stat(src_rel)
+            meta = {SHA256_META: found.sha256} if found is not None and found.sha256 else None
+        key = self.object_key(rel)
+
+        async def part(i: int, upload_id: str) -> str:
+            first = i * COPY_PART
+            last = min(size, first + COPY_PART) - 1
+            return await self.call(lambda: self.client.upload_part_copy(self.bucket, key, upload_id, i + 1, src.bucket,
+                                                                        src_key, first, last), rel)
+
+        await self._in_parts(rel, -(-size // COPY_PART), part, meta)
 
     async def download(self, rel: str, entry: Entry, dst: LocalTree, dst_rel: str | None = None) -> None:
         """Fetch ``rel`` into a temp file in ``dst``, renamed into place once its size is verified. Objects

@@ -6,8 +6,9 @@ requests themselves are simple. Here a request costs ~0.1-0.2 ms, so the client 
 bottleneck of small-file syncs. botocore is still used — lazily — to find credentials when they are
 not plain environment variables (profiles, SSO, web identity, container and instance roles).
 
-Only the operations the sync engine uses: ListObjectsV2, GetObject, PutObject, multipart upload,
-DeleteObjects. Every method is ONE request; retries, counting and orchestration belong to the caller.
+Only the operations gpstage uses: ListObjectsV2, HeadObject, GetObject (whole or ranged), PutObject,
+multipart upload, CopyObject and UploadPartCopy (the input cache), DeleteObjects.
+Every method is ONE request; retries, counting and orchestration belong to the caller.
 """
 
 from __future__ import annotations
@@ -251,16 +252,56 @@ class S3Client:
         finally:
             resp.release()
 
-    async def put_bytes(self, bucket: str, key: str, data: bytes) -> str:
+    async def get_range(self, bucket: str, key: str, offset: int, length: int) -> bytes:
+        resp = await self.request("GET", bucket, key, headers={"Range": f"bytes={offset}-{offset + length - 1}"})
+        return await resp.read()
+
+    async def head(self, bucket: str, key: str) -> dict[str, Any] | None:
+        """HeadObject: size, ETag, LastModified and user metadata (``meta``), or None if there is no such key."""
+        try:
+            resp = await self.request("HEAD", bucket, key)
+        except S3ResponseError as err:
+            if err.status == 404:
+                return None
+            raise
+        resp.release()
+        h = resp.headers
+        meta = {k[len(META):].lower(): v for k, v in h.items() if k.lower().startswith(META)}
+        return {"Size": int(h.get("Content-Length") or 0), "ETag": h.get("ETag", ""),
+                "LastModified": _http_date(h.get("Last-Modified")), "meta": meta}
+
+    async def put_bytes(self, bucket: str, key: str, data: bytes, metadata: dict[str, str] | None = None) -> str:
         """PutObject with Content-MD5, so the store refuses a body damaged on the way; returns the ETag."""
         md5 = base64.b64encode(hashlib.md5(data).digest()).decode()
-        resp = await self.request("PUT", bucket, key, data=data, headers={"Content-MD5": md5})
+        resp = await self.request("PUT", bucket, key, data=data, headers={"Content-MD5": md5, **meta_headers(metadata)})
         resp.release()
         return resp.headers.get("ETag", "")
 
-    async def create_multipart(self, bucket: str, key: str) -> str:
-        resp = await self.request("POST", bucket, key, params={"uploads": ""})
+    async def create_multipart(self, bucket: str, key: str, metadata: dict[str, str] | None = None) -> str:
+        resp = await self.request("POST", bucket, key, params={"uploads": ""}, headers=meta_headers(metadata))
         return _text(ElementTree.fromstring(await resp.read()), "UploadId") or ""
+
+    async def copy_object(self, bucket: str, key: str, src_bucket: str, src_key: str,
+                          metadata: dict[str, str] | None = None) -> None:
+        """CopyObject (up to 5 GiB): the store copies the bytes; ``metadata`` replaces the user metadata."""
+        headers = {"x-amz-copy-source": copy_source(src_bucket, src_key)}
+        if metadata is not None:
+            headers |= {"x-amz-metadata-directive": "REPLACE", **meta_headers(metadata)}
+        resp = await self.request("PUT", bucket, key, headers=headers)
+        text = await resp.read()  # S3 may answer 200 with an error inside the body
+        if b"<Error>" in text:
+            raise _error(500, text, resp.headers)
+
+    async def upload_part_copy(self, bucket: str, key: str, upload_id: str, number: int, src_bucket: str, src_key: str,
+                               first: int, last: int) -> str:
+        """UploadPartCopy: bytes ``first``..``last`` of the source become part ``number``; returns its ETag."""
+        resp = await self.request("PUT", bucket, key, params={"partNumber": str(number), "uploadId": upload_id},
+                                  headers={"x-amz-copy-source": copy_source(src_bucket, src_key),
+                                           "x-amz-copy-source-range": f"bytes={first}-{last}"})
+        text = await resp.read()
+        if b"<Error>" in text:
+            raise _error(500, text, resp.headers)
+        return _text(ElementTree.fromstring(text), "ETag") or ""
 
     async def upload_part(self, bucket: str, key: str, upload_id: str, number: int, data: bytes) -> str:
         resp = await self.request("PUT", bucket, key, params={"partNumber": str(number), "uploadId": upload_id}, data=data)
@@ -308,6 +349,24 @@ class S3Client:
                 fields = {_local(c.tag): c.text or "" for c in node}
                 raise S3ResponseError(500, fields.get("Code", "DeleteFailed"),
                                       f"{fields.get('Key')}: {fields.get('Message', '')}")
+
+
+META = "x-amz-meta-"
+
+
+def meta_headers(metadata: dict[str, str] | None) -> dict[str, str]:
+    return {f"{META}{k}": v for k, v in (metadata or {}).items()}
+
+
+def copy_source(bucket: str, key: str) -> str:
+    return quote(f"/{bucket}/{key}", safe="/~")
+
+
+def _http_date(value: str | None) -> datetime | None:
+    try:
+        return parsedate_to_datetime(value) if value else None
+    except (TypeError, ValueError):
+        return None
 
 
 def _local(tag: str) -> str:

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from gpstage.errors import UnsafePath
 
 MANIFEST_NAME = ".gpstage-manifest.json"
+SHA256_META = "gpstagesha256"  # user-metadata key of a content hash (letters only: Azure allows no '-' or '_' there)
 TEMP_PREFIX = ".gpstage-tmp."  # downloads land as .gpstage-tmp.<pid>.<random>.<name>, then are renamed
 
 
@@ -28,6 +29,7 @@ class Entry:
     md5: str | None = None  # hex, when the store or the manifest knows it
     modified_ns: int | None = None  # object stores: when the object was written (LastModified)
     path: str | None = None  # local stores: the absolute path to read (symlinks resolved)
+    sha256: str | None = None  # hex: an input-cache object's gpstagesha256 metadata (RemoteTree.stat)
 
     @property
     def time_ns(self) -> int | None:
