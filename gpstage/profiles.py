@@ -78,6 +78,10 @@ class StorageProfile:
     sas_token_env: str | None = None
     key_file: str | None = None  # path of a key file (GCS service account JSON, AWS credentials file)
     project: str | None = None  # Google Cloud project
+    # how S3 stores what gpstage writes — uploads and server-side copies alike (the bucket's defaults otherwise)
+    s3_sse: str | None = None  # server-side encryption: "AES256", "aws:kms" or "aws:kms:dsse"
+    s3_sse_kms_key_id: str | None = None  # the KMS key for aws:kms (an id or ARN: not a secret)
+    s3_acl: str | None = None  # a canned ACL: "private", "bucket-owner-full-control", ...
     # the input cache (docs/input-cache.md)
     input_cache: bool | None = None  # inputs dirs under this prefix go through the cache (a spec's input_cache wins)
     input_cache_root: str | None = None  # URL of the cache, on the same store; default <storage_root>/.gpstage-cache
@@ -89,6 +93,10 @@ class StorageProfile:
             value = getattr(self, name)
             if value is not None and value <= 0:
                 raise ValueError(f"{name} is {value}; give a number of seconds above 0")
+        if self.s3_sse is not None and self.s3_sse not in ("AES256", "aws:kms", "aws:kms:dsse"):
+            raise ValueError(f"s3_sse is {self.s3_sse!r}; give AES256, aws:kms or aws:kms:dsse")
+        if self.s3_sse_kms_key_id is not None and not (self.s3_sse or "").startswith("aws:kms"):
+            raise ValueError("s3_sse_kms_key_id needs s3_sse = \"aws:kms\" (or aws:kms:dsse)")
         if self.input_cache_min_size is not None and self.input_cache_min_size < 0:
             raise ValueError(f"input_cache_min_size is {self.input_cache_min_size}; give 0 or more bytes")
 
@@ -98,6 +106,17 @@ class StorageProfile:
     def settings(self) -> dict[str, Any]:
         """The settings that are set, as written in the file."""
         return {k: v for k, v in dataclasses.asdict(self).items() if v is not None}
+
+    def s3_write_headers(self) -> dict[str, str]:
+        """The headers every S3 write (PutObject, CreateMultipartUpload, CopyObject) carries."""
+        out = {}
+        if self.s3_sse:
+            out["x-amz-server-side-encryption"] = self.s3_sse
+        if self.s3_sse_kms_key_id:
+            out["x-amz-server-side-encryption-aws-kms-key-id"] = self.s3_sse_kms_key_id
+        if self.s3_acl:
+            out["x-amz-acl"] = self.s3_acl
+        return out
 
     def env_names(self) -> list[str]:
         """The variable names this profile reads credentials from."""

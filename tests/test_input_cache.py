@@ -224,3 +224,44 @@ def test_nfs_shared_path_is_not_cached(tmp_path: Path) -> None:
     t = next(t for t in stage_in(spec) if t.role == "inputs")
     assert t.skipped is not None and "nor to cache" in t.skipped
     assert not any(tmp_path.glob("**/.gpstage-cache"))
+
+
+def test_s3_copies_above_the_copyobject_limit_part_by_part(bucket: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Above CopyObject's 5 GiB limit, a multipart upload of UploadPartCopy ranges (limits scaled down here)."""
+    from gpstage.report import TransferReport
+    from gpstage.storage import open_tree
+    from gpstage.storage import s3 as s3mod
+    from gpstage.storage.tree import SHA256_META
+
+    monkeypatch.setattr(s3mod, "COPY_MAX", 6 * 2**20)
+    monkeypatch.setattr(s3mod, "COPY_PART", 5 * 2**20)
+    data = os.urandom(13 * 2**20 + 7)
+    url = f"s3://{bucket}/big"
+
+    async def go() -> tuple[bytes, object, int]:
+        async with open_tree(url, TransferReport("", url)) as tree:
+            await tree.write_bytes("src.bin", data)
+            before = tree.report.requests
+            await tree.copy_from(tree, "src.bin", "copy.bin", len(data), metadata={SHA256_META: "cd" * 32})
+            requests = tree.report.requests - before
+            return await tree.read_bytes("copy.bin"), await tree.stat("copy.bin"), requests
+
+    copied, entry, requests = run_sync(go())
+    assert copied == data and entry.sha256 == "cd" * 32  # type: ignore[attr-defined]
+    assert requests == 1 + 3 + 1  # create, three part copies, complete
+
+
+def test_copies_carry_the_profiles_encryption_and_acl_as_uploads_do(bucket: str, s3_client, tmp_path: Path) -> None:
+    config = Path(os.environ["GPSTAGE_CONFIG"])
+    config.write_text(f'[storage."s3://{bucket}/"]\ninput_cache = true\ns3_sse = "AES256"\ns3_acl = "public-read"\n')
+    data = os.urandom(BIG)
+    root = f"s3://{bucket}/gp"
+    first = job(tmp_path, root, "first", {"in.bin": data})
+    second = job(tmp_path, root, "second", {"in.bin": data, "small.txt": b"x"})
+    stage_in(first)
+    assert inputs_of(stage_in(second)).files_from_cache == 1
+    prefix = second.url_of(second.dirs[1]).removeprefix(f"s3://{bucket}/")
+    for key in (f"{prefix}/in.bin", f"{prefix}/small.txt"):  # a server-side copy and a plain upload
+        assert s3_client.head_object(Bucket=bucket, Key=key)["ServerSideEncryption"] == "AES256"
+        grants = s3_client.get_object_acl(Bucket=bucket, Key=key)["Grants"]
+        assert any(g["Grantee"].get("URI", "").endswith("/AllUsers") and g["Permission"] == "READ" for g in grants)

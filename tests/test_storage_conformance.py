@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from gpstage.testing.storage import StorageConformance
+from gpstage.testing.storage import RemoteTreeConformance, StorageConformance
 from tests.fixtures_clouds import azure_put_raw, gcs_put
 
 BACKENDS = ["file", "nfs", "s3", "gs", "az"]
@@ -63,6 +63,14 @@ def plant_unsafe(backend: str, request: pytest.FixtureRequest, tmp_path: Path) -
 
 class TestStorage(StorageConformance):
     """file, nfs, s3 (moto server), gs (gcp-storage-emulator) and az (Azurite) must all pass the conformance class."""
+
+
+class TestRemoteTrees(RemoteTreeConformance):
+    """s3, gs and az: the object operations beyond sync."""
+
+    @pytest.fixture(params=["s3", "gs", "az"])
+    def backend(self, request: pytest.FixtureRequest) -> str:
+        return request.param
 
 
 # ---- a third-party provider plugin, found through its entry point ----------------------------------
@@ -128,5 +136,5 @@ class TestPluginProvider:
         proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-c", "pyproject.toml",
                                "--rootdir", "."], cwd=memtest_plugin["src"], env=memtest_plugin["env"],
                               capture_output=True, text=True, timeout=600, check=False)
-        expected = sum(1 for name in dir(StorageConformance) if name.startswith("test_"))
+        expected = sum(1 for cls in (StorageConformance, RemoteTreeConformance) for name in dir(cls) if name.startswith("test_"))
         assert proc.returncode == 0 and f"{expected} passed" in proc.stdout, proc.stdout[-3000:] + proc.stderr[-2000:]

@@ -75,7 +75,7 @@ class S3Provider(RemoteProvider):
                                "check aws_profile / key_file / AWS_PROFILE") from None
         return S3Client(profile.endpoint or endpoint_url(), profile.region or default_region(profile.aws_profile), creds,
                         connect_timeout=profile.connect_timeout or CONNECT_TIMEOUT_S,
-                        read_timeout=profile.read_timeout or READ_TIMEOUT_S, pool=POOL)
+                        read_timeout=profile.read_timeout or READ_TIMEOUT_S, pool=POOL, write_headers=profile.s3_write_headers())
 
     async def disconnect(self, client: Any) -> None:
         await client.close()

@@ -163,8 +163,9 @@ class S3Client:
     store understands it); virtual-hosted style on AWS itself."""
 
     def __init__(self, endpoint: str | None, region: str, credentials: Credentials | Refreshing, *,
-                 connect_timeout: float, read_timeout: float, pool: int) -> None:
+                 connect_timeout: float, read_timeout: float, pool: int, write_headers: dict[str, str] | None = None) -> None:
         self.custom_endpoint = endpoint is not None
+        self.write_headers = write_headers or {}  # encryption and ACL for every object written (a storage profile's)
         self.endpoint = (endpoint or f"https://s3.{region}.amazonaws.com").rstrip("/")
         self.signer = Signer(region)
         self.credentials = credentials
@@ -273,18 +274,20 @@ class S3Client:
     async def put_bytes(self, bucket: str, key: str, data: bytes, metadata: dict[str, str] | None = None) -> str:
         """PutObject with Content-MD5, so the store refuses a body damaged on the way; returns the ETag."""
         md5 = base64.b64encode(hashlib.md5(data).digest()).decode()
-        resp = await self.request("PUT", bucket, key, data=data, headers={"Content-MD5": md5, **meta_headers(metadata)})
+        resp = await self.request("PUT", bucket, key, data=data,
+                                  headers={"Content-MD5": md5, **self.write_headers, **meta_headers(metadata)})
         resp.release()
         return resp.headers.get("ETag", "")
 
     async def create_multipart(self, bucket: str, key: str, metadata: dict[str, str] | None = None) -> str:
-        resp = await self.request("POST", bucket, key, params={"uploads": ""}, headers=meta_headers(metadata))
+        resp = await self.request("POST", bucket, key, params={"uploads": ""},
+                                  headers={**self.write_headers, **meta_headers(metadata)})
         return _text(ElementTree.fromstring(await resp.read()), "UploadId") or ""
 
     async def copy_object(self, bucket: str, key: str, src_bucket: str, src_key: str,
                           metadata: dict[str, str] | None = None) -> None:
         """CopyObject (up to 5 GiB): the store copies the bytes; ``metadata`` replaces the user metadata."""
-        headers = {"x-amz-copy-source": copy_source(src_bucket, src_key)}
+        headers = {"x-amz-copy-source": copy_source(src_bucket, src_key), **self.write_headers}  # as an upload is stored
         if metadata is not None:
             headers |= {"x-amz-metadata-directive": "REPLACE", **meta_headers(metadata)}
         resp = await self.request("PUT", bucket, key, headers=headers)

@@ -1,10 +1,11 @@
 """The storage conformance class every provider must pass (built-ins and plugins alike).
 
-Use it from a plugin's test suite by subclassing and giving two fixtures::
+Use it from a plugin's test suite by subclassing and giving two fixtures (a remote scheme adds
+:class:`RemoteTreeConformance`, the object operations beyond sync)::
 
-    from gpstage.testing.storage import StorageConformance
+    from gpstage.testing.storage import RemoteTreeConformance, StorageConformance
 
-    class TestMyStore(StorageConformance):
+    class TestMyStore(StorageConformance, RemoteTreeConformance):
         @pytest.fixture
         def storage_url(self):            # a fresh, empty location, e.g. "mystore://bucket/run-1"
             ...
@@ -12,22 +13,28 @@ Use it from a plugin's test suite by subclassing and giving two fixtures::
         def plant_unsafe(self):           # writes something that must be refused under a URL
             return lambda url: ...         # e.g. an object whose key has a '..' component
 
-The tests need nothing but the public ``gpstage.sync`` API.
+The sync tests need nothing but the public ``gpstage.sync`` API; the remote ones open the tree.
 """
 
 from __future__ import annotations
 
 import os
 import stat
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import pytest
 
+from gpstage.aio import run_sync
 from gpstage.errors import UnsafePath
 from gpstage.listing import list_url
+from gpstage.report import TransferReport
+from gpstage.storage import RemoteTree, open_tree
 from gpstage.storage.local import LocalTree
-from gpstage.storage.tree import TEMP_PREFIX
+from gpstage.storage.source import FileSource
+from gpstage.storage.tree import SHA256_META, TEMP_PREFIX
 from gpstage.sync import sync
+from gpstage.urls import join_url
 
 BIG = 50 * 2**20
 
@@ -159,3 +166,46 @@ class StorageConformance:
         sync(str(src), storage_url)
         assert list(list_url(storage_url).files) == ["real.txt"]
         assert not (src / f"{TEMP_PREFIX}999999999.abcd.real.txt").exists()  # the stale temp was cleaned
+
+
+class RemoteTreeConformance:
+    """The object operations of a :class:`~gpstage.storage.base.RemoteTree` beyond sync — what the input cache
+    and inputs by URL use: ``stat``, ``read_range``, ``upload`` with metadata, server-side ``copy_from``.
+    Needs the same ``storage_url`` fixture (a remote scheme's URL)."""
+
+    def _run(self, storage_url: str, check: Callable[[RemoteTree], Awaitable[None]]) -> None:
+        async def go() -> None:
+            async with open_tree(storage_url, TransferReport("", storage_url)) as tree:
+                assert isinstance(tree, RemoteTree), f"{storage_url} is not a remote tree"
+                await check(tree)
+
+        run_sync(go())
+
+    def test_stat_and_ranged_read(self, storage_url: str, tmp_path: Path) -> None:
+        data = os.urandom(300_000)
+        (tmp_path / "f").write_bytes(data)
+
+        async def check(tree: RemoteTree) -> None:
+            assert await tree.stat("dir/f") is None
+            await tree.upload(FileSource(str(tmp_path / "f"), len(data)), "dir/f", {SHA256_META: "ab" * 32})
+            found = await tree.stat("dir/f")
+            assert found is not None and found.size == len(data)
+            if tree.provider.keeps_metadata:
+                assert found.sha256 == "ab" * 32
+            assert await tree.read_range("dir/f", 1000, 5000) == data[1000:6000]
+
+        self._run(storage_url, check)
+
+    def test_server_side_copy_between_two_prefixes(self, storage_url: str) -> None:
+        data = os.urandom(70_000)
+
+        async def check(tree: RemoteTree) -> None:
+            await tree.write_bytes("a/src.bin", data)
+            other = tree.subtree(join_url(storage_url, "b"))
+            await other.copy_from(tree, "a/src.bin", "copied.bin", len(data), metadata={})
+            assert await tree.read_bytes("b/copied.bin") == data
+            with pytest.raises(Exception):  # noqa: B017 - each store names its 404 its own way
+                await other.copy_from(tree, "a/missing.bin", "never.bin", 1)
+            assert await tree.stat("b/never.bin") is None
+
+        self._run(storage_url, check)

@@ -5,10 +5,10 @@ import uuid
 import fsspec
 import pytest
 
-from gpstage.testing.storage import StorageConformance
+from gpstage.testing.storage import RemoteTreeConformance, StorageConformance
 
 
-class TestMemtest(StorageConformance):
+class TestMemtest(StorageConformance, RemoteTreeConformance):
     @pytest.fixture
     def storage_url(self):
         root = f"/conformance/{uuid.uuid4().hex}"
