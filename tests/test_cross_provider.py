@@ -1,5 +1,5 @@
-"""One tree through every object store and back: s3 → gs → az → file, remote to remote through the
-spool, and the tree that comes out is the tree that went in (bytes, modes, mtimes, empty dirs)."""
+"""One tree through every object store and back: s3 → gs → az → file, remote to remote streamed part by
+part (ranged GETs feeding the upload), and the tree that comes out is the tree that went in (bytes, modes, mtimes, empty dirs)."""
 
 from __future__ import annotations
 
