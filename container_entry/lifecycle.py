@@ -3,12 +3,26 @@
 1. create the dirs, pull every ``in``/``inout`` dir to its identical path;
 2. source the pre-run custom script (its exports reach the module), run the spec's pre-hooks;
 3. run the executable with bash through the runner, stdout/stderr to their own files, the metadata
-   dir pushed every 30 s meanwhile;
+   dir pushed every 30 s meanwhile — or, when the spec has ``executors`` (a TES task, docs/tes.md),
+   run them instead, in order, each in its own image (pulled or converted before the first starts),
+   its command as argv (no bash), through the same runner and supervision; see
+   :mod:`container_entry.executors` for their requests, the sequence and their records;
 4. write ``exit_code.txt`` and ``status.json``; 5. run the post-hooks;
 6. push every ``out``/``inout`` dir — also when the module failed — then source the post-run custom
    script; with a commit tag and a SUCCEEDED module, commit and push the finished module image;
    7. push the metadata dir LAST, so a terminal ``status.json`` on storage means every
-   output is already there; 8. let the runner remove what it prepared (wrapper mode's staging dir).
+   output is already there; 8. let the runner remove what it prepared (wrapper mode's staging dir,
+   the process runner's ``mount_at`` links).
+An executor sees the job's environment + its own ``env`` (never a credential), starts in its ``workdir``
+(a container path; none: the image's), reads its ``stdin`` and writes its ``stdout``/``stderr`` at those
+container paths' places on this side (a path in no dir is refused, ERROR), by default
+``<metadata dir>/executor-<i>.stdout``/``.stderr``. The first that ends non-zero (and has no
+``ignore_error``) stops the sequence and its exit code is the job's (FAILED; 128+N when killed by signal
+N); all ending 0 (or ignored) is SUCCEEDED, exit 0. The time limit covers the whole sequence (142); a
+signal goes to the running executor, stops the sequence, and a job cancelled before the last executor
+ended is CANCELLED. ``status.json`` gains one ``executors`` entry per executor that started, written as
+each ends. The container runners mount every dir at its ``mount_at``; the process runner links it there
+(container_entry/runners/process.py).
 A failure in any step is recorded (state ERROR, exit 125) and the logs are still pushed. A failed
 commit or push is not a failure of the job: the state stays SUCCEEDED, ``status.json`` says what went
 wrong (its ``message``, and the ``commit`` entry of its ``transfers``).
@@ -24,6 +38,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from container_entry.environment import job_environment, module_environment, run_hook, script_variables, source_script
+from container_entry.executors import Sequence, executor_requests
 from container_entry.record import EntryLog, now
 from container_entry.runners import Runner, RunRequest
 from container_entry.settings import EntrySettings
@@ -248,30 +263,54 @@ class Entry:
                 run_hook(hook, env, self.spec.workdir, self.log)
 
     def _run_module(self, env: dict[str, str]) -> Outcome:
-        exe = self.spec.executable_path
-        if any(_within(exe, d.path) for d in self.spec.dirs) and not os.path.isfile(exe):
-            raise _MissingExecutable(exe)
-        request = RunRequest(argv=["bash", exe], cwd=self.spec.workdir, env=env,
-                             job_env=job_environment(self.exported, self.spec), stdout_path=self.paths["stdout"],
-                             stderr_path=self.paths["stderr"], spec=self.spec)
+        job_env = job_environment(self.exported, self.spec)
+        if self.spec.executors:
+            requests = executor_requests(self.spec, env, job_env)
+            what = f"{len(requests)} executor(s)"
+        else:
+            what = exe = self.spec.executable_path
+            if any(_within(exe, d.path) for d in self.spec.dirs) and not os.path.isfile(exe):
+                raise _MissingExecutable(exe)
+            requests = [RunRequest(argv=["bash", exe], cwd=self.spec.workdir, env=env, job_env=job_env,
+                                   stdout_path=self.paths["stdout"], stderr_path=self.paths["stderr"], spec=self.spec)]
         self.runner.check(self.spec)
+        images = list(dict.fromkeys(r.image for r in requests if r.image))
+        if images:
+            with self.log.step(f"images {' '.join(images)}", self.status.phases, key="images"):
+                for image in images:
+                    self.runner.prepare_image(image, self.log)
         self.status.state = JobState.RUNNING
         self._write_status()
         push = LivePush(lambda: self._stage(inbound=False, roles=(Role.METADATA,)), self.settings.log_push_interval, self.log)
-        with self.log.step(f"run {exe}", self.status.phases, key="run"), push:
-            self.phase = "starting"
-            run = self.runner.start(request)
+        with self.log.step(f"run {what}", self.status.phases, key="run"), push:
+            if not self.spec.executors:
+                return self._supervise(requests[0], self.spec.resources.time_s)
             try:
-                self.supervisor = Supervisor(run, self.spec.resources.time_s, self.settings.kill_grace)
-                self.phase = "running"
-                if self.pending_signal:
-                    self.supervisor.forward(self.pending_signal)
-                outcome = self.supervisor.wait()
+                return Sequence(self.spec, requests, lambda r, left: self._supervise(r, left, then="starting"),
+                                lambda: self.pending_signal, self._executor_ended).run()
             finally:
                 self.phase = "finishing"
-                self.supervisor = None
-                run.cleanup()
-        return outcome
+
+    def _supervise(self, request: RunRequest, time_limit: float | None, then: str = "finishing") -> Outcome:
+        """Start ``request``, forward signals to it and wait, within ``time_limit``; ``then``: the phase
+        after it ("starting" between executors: a signal then is kept and stops the sequence)."""
+        self.phase = "starting"
+        run = self.runner.start(request)
+        try:
+            self.supervisor = Supervisor(run, time_limit, self.settings.kill_grace)
+            self.phase = "running"
+            if self.pending_signal:
+                self.supervisor.forward(self.pending_signal)
+            return self.supervisor.wait()
+        finally:
+            self.phase = then
+            self.supervisor = None
+            run.cleanup()
+
+    def _executor_ended(self, record: dict[str, Any]) -> None:
+        self.status.executors.append(record)
+        self.log(f"executor {record['index']} ({record['image']}) ended: exit code {record['exit_code']}")
+        self._write_status()
 
     # ---- records --------------------------------------------------------------------------
     def _record(self, o: Outcome) -> None:

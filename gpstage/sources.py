@@ -85,6 +85,16 @@ async def place_sources(url: str, sources: list[InputSource], report: TransferRe
         await asyncio.gather(*(one(s) for s in sources))
 
 
+async def copy_file(src_url: str, dst_url: str, report: TransferReport, retry: RetryPolicy | None = None) -> int:
+    """Copy the file at ``src_url`` to ``dst_url`` as an input by URL is placed (server-side on one store, else
+    streamed); returns its size. A missing source is a BadInput naming it."""
+    parent, name = parent_and_name(dst_url)
+    before = report.bytes_copied
+    async with open_tree(parent, report, retry) as dst:
+        await _place(InputSource(source=src_url, name=name), dst, report, retry)
+    return report.bytes_copied - before
+
+
 async def check_sources(sources: list[InputSource]) -> None:
     """Refuse, before anything is recorded or copied, a source whose scheme is unknown or that does not exist."""
     for src in sources:

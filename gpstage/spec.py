@@ -121,6 +121,13 @@ class DirSpec(_Strict):
                                               "(server-side when on the job's store), in addition to its local files")
     private: bool | None = Field(None, description="inputs dir: its files are never put in the input cache "
                                  "(GenePattern deletes private inputs after the job)")
+    mount_at: str | None = Field(None, description="where a container sees this dir (a TES task's container path, "
+                                 "docs/tes.md); default: its own path, as for every GenePattern job")
+
+    @field_validator("mount_at")
+    @classmethod
+    def _mount_at(cls, v: str | None) -> str | None:
+        return None if v is None else _absolute_normalised(v, "mount_at")
 
     @field_validator("path")
     @classmethod
@@ -150,6 +157,30 @@ class Resources(_Strict):
     cpus: float | None = Field(None, gt=0, description="cores; backends needing integers round up")
     memory_mib: int | None = Field(None, gt=0)
     time_s: int | None = Field(None, gt=0, description="wall-time limit enforced by the entry (exit 142)")
+
+
+class Executor(_Strict):
+    """One command of a job that runs a sequence of them (a GA4GH TES task, docs/tes.md), each in its own
+    image, as an argv: no shell is needed in the image. Paths are the container's (``mount_at``)."""
+
+    image: str = Field(min_length=1)
+    command: list[str] = Field(min_length=1, description="argv; the first item is the program")
+    workdir: str | None = Field(None, description="the container's working dir; default: the image's")
+    stdin: str | None = Field(None, description="container path of a file piped to stdin")
+    stdout: str | None = Field(None, description="container path its stdout is written to (default: the metadata dir)")
+    stderr: str | None = Field(None, description="container path its stderr is written to (default: the metadata dir)")
+    env: dict[str, str] = Field(default_factory=dict)
+    ignore_error: bool = Field(False, description="a non-zero exit does not stop the sequence")
+
+    @field_validator("workdir", "stdin", "stdout", "stderr")
+    @classmethod
+    def _paths(cls, v: str | None) -> str | None:
+        return None if v is None else _absolute_normalised(v, "executor path")
+
+    @field_validator("env")
+    @classmethod
+    def _env(cls, v: dict[str, str]) -> dict[str, str]:
+        return _check_env(v)
 
 
 class Module(_Strict):
@@ -182,6 +213,8 @@ class JobSpec(_Strict):
     resources: Resources = Field(default_factory=Resources)
     module: Module | None = None
     hooks: Hooks = Field(default_factory=Hooks)
+    executors: list[Executor] | None = Field(None, description="run these commands in order, each in its own image, "
+                                             "instead of exec.sh (a TES task, docs/tes.md)")
     input_cache: bool | None = Field(None, description="place input files through the content-addressed cache on "
                                      "storage (docs/input-cache.md); default: the storage profile's input_cache, else off")
 
@@ -208,13 +241,7 @@ class JobSpec(_Strict):
     @field_validator("env")
     @classmethod
     def _env(cls, v: dict[str, str]) -> dict[str, str]:
-        for name in v:
-            if not _ENV_NAME.match(name):
-                raise ValueError(f"env name {name!r} is not a valid variable name")
-            if name.upper() in SECRET_ENV_NAMES:
-                raise ValueError(f"env {name} is a credential; never put secrets in a spec, "
-                                 "give them to the launcher's environment instead")
-        return v
+        return _check_env(v)
 
     @model_validator(mode="before")
     @classmethod
@@ -241,6 +268,9 @@ class JobSpec(_Strict):
             if d.path in seen:
                 raise ValueError(f"dirs: {seen[d.path].role.value} and {d.role.value} have the same path {d.path}")
             seen[d.path] = d
+        mounts = [d.mount_at or d.path for d in self.dirs]
+        if len(set(mounts)) != len(mounts):
+            raise ValueError("dirs: two dirs are mounted at the same container path")
         urls = [self.url_of(d) for d in self.dirs]
         if len(set(urls)) != len(urls):
             raise ValueError("dirs: two dirs map to the same storage URL; give them distinct paths or urls")
@@ -273,6 +303,16 @@ class JobSpec(_Strict):
         """Dirs whose innermost container is ``parent``; its sync skips them."""
         return [d for d in self.dirs if self.parent_of(d) is parent]
 
+    def host_path(self, container_path: str) -> str | None:
+        """The path on this side of a container path (``mount_at``), or None when no dir holds it."""
+        best = None
+        for d in self.dirs:
+            mount = d.mount_at or d.path
+            if container_path == mount or _is_within(container_path, mount):
+                if best is None or len(mount) > len(best[0]):
+                    best = (mount, d.path)
+        return None if best is None else best[1] + container_path[len(best[0]):]
+
     @property
     def metadata_dir(self) -> str:
         return self.dir(Role.METADATA).path
@@ -291,6 +331,16 @@ class JobSpec(_Strict):
 
     def to_json(self) -> str:
         return self.model_dump_json(indent=2, exclude_none=True)
+
+
+def _check_env(v: dict[str, str]) -> dict[str, str]:
+    for name in v:
+        if not _ENV_NAME.match(name):
+            raise ValueError(f"env name {name!r} is not a valid variable name")
+        if name.upper() in SECRET_ENV_NAMES:
+            raise ValueError(f"env {name} is a credential; never put secrets in a spec, "
+                             "give them to the launcher's environment instead")
+    return v
 
 
 def _is_within(path: str, parent: str) -> bool:

@@ -64,3 +64,6 @@ class JobStatus(BaseModel):
     ended_at: datetime | None = None
     phases: dict[str, float] = Field(default_factory=dict, description="seconds per phase")
     transfers: list[dict[str, Any]] = Field(default_factory=list, description="transfer reports")
+    executors: list[dict[str, Any]] = Field(default_factory=list, description="a sequence of executors (docs/tes.md): "
+                                            "one entry each that started: index, image, start_time, end_time, exit_code, "
+                                            "stdout and stderr (the last 10 KiB of each)")

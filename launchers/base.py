@@ -129,6 +129,11 @@ class Launcher(ABC):
             raise BadInput(f"{self.name}+{runner} starts the module's image, and the spec names none",
                            "set `image` to the module's image")
 
+    def runs_in_image(self, runner: str) -> bool:
+        """Whether the module runs in the spec's ``image`` on this launcher with ``runner``: a container runner,
+        or a launcher that starts the image itself with the entry in it (docker, batch + process)."""
+        return runner in ("docker", "apptainer")
+
     def entry_bundle(self, spec: JobSpec, runner: str) -> dict[str, str] | None:
         """The entry bundle a job of ``runner`` will mount (docs/entry-bundle.md), checked before anything is
         staged — it exists, has this gpstage's format, runs on the backend's machine — as the job record

@@ -135,6 +135,9 @@ class BatchLauncher(Launcher):
                                "check [launchers.batch] (job_queue, region, endpoint) and the AWS credentials") from None
 
     # ---- submit -----------------------------------------------------------------------------
+    def runs_in_image(self, runner: str) -> bool:
+        return runner == "process" or super().runs_in_image(runner)  # the entry runs in the module's image
+
     def check(self, spec: JobSpec, runner: str) -> None:
         super().check(spec, runner)
         s = self.settings_

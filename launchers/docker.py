@@ -120,6 +120,9 @@ class DockerLauncher(Launcher):
     def _client(self) -> Any:
         return docker_client(self.settings.docker_host)  # type: ignore[attr-defined]
 
+    def runs_in_image(self, runner: str) -> bool:
+        return runner == "process" or super().runs_in_image(runner)  # the entry runs in the module's image
+
     def check(self, spec: JobSpec, runner: str) -> None:
         super().check(spec, runner)
         wrapper_check(self.name, spec, runner, self.settings_.entry_image, self.settings_.commit_tag)

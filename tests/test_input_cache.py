@@ -265,3 +265,14 @@ def test_copies_carry_the_profiles_encryption_and_acl_as_uploads_do(bucket: str,
         assert s3_client.head_object(Bucket=bucket, Key=key)["ServerSideEncryption"] == "AES256"
         grants = s3_client.get_object_acl(Bucket=bucket, Key=key)["Grants"]
         assert any(g["Grantee"].get("URI", "").endswith("/AllUsers") and g["Permission"] == "READ" for g in grants)
+
+
+def test_min_size_zero_caches_every_file(tmp_path: Path) -> None:
+    """input_cache_min_size = 0 is a size, not "unset": every file goes through the cache."""
+    store = tmp_path / "store"
+    store.mkdir()
+    root = f"file://{store}"
+    Path(os.environ["GPSTAGE_CONFIG"]).write_text(f'[storage."{root}"]\ninput_cache_min_size = 0\n')
+    files = {"a.txt": b"tiny", "b.txt": b"also tiny"}
+    stage_in(job(tmp_path, root, "first", files))
+    assert inputs_of(stage_in(job(tmp_path, root, "second", files))).files_from_cache == 2

@@ -1,5 +1,5 @@
-"""Runners: where the module's ``exec.sh`` runs — ``process`` (here, or inside the container the entry
-already runs in), ``docker``, ``apptainer``.
+"""Runners: where the module's ``exec.sh`` (or a spec's executors, docs/tes.md) runs — ``process``
+(here, or inside the container the entry already runs in), ``docker``, ``apptainer``.
 
 One registry, as fsspec's: the built-in table below names each runner by import path (so a runner that
 needs an SDK is imported only when a job asks for it, and a plain checkout knows every built-in), and

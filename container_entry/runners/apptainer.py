@@ -1,5 +1,6 @@
 """The ``apptainer`` runner: ``bash exec.sh`` in the job's ``image`` with ``apptainer exec`` (seed
-deployment 2: HPC nodes without docker), the role dirs bound at their identical paths.
+deployment 2: HPC nodes without docker), the role dirs bound at their identical paths (a dir's
+``mount_at`` when it has one).
 
 What the module gets, as with the docker runner: only the job's variables (``--cleanenv``; the job env
 is handed over as ``APPTAINERENV_*`` variables of apptainer's own environment, never on argv), the
@@ -22,6 +23,13 @@ Images (the spec's ``image``): a docker daemon image (``NAME[:TAG]``, ``docker-d
 sandbox directory, an ``oras://``/``library://``/``shub://`` URI, given to apptainer as they are.
 The binary, and apptainer's own environment: :mod:`container_entry.runners.apptainer_command`.
 
+Executors (a spec's ``executors``, docs/tes.md): each in its own image (converted once, as the module's;
+:meth:`ApptainerRunner.prepare_image` converts them all before the first runs), its command run exactly
+(``apptainer exec IMAGE ARGV…``: no shell needed in the image), in its ``workdir`` (``--pwd``; none:
+apptainer's default), with the same containment, user and environment. Its stdin, stdout and stderr are
+apptainer's own, opened by the entry on the files (owned by the user it runs as), so apptainer's own
+messages (``--quiet``: errors only) land in its stderr file.
+
 Why a plain subprocess and not spython: the entry needs a child process it can wait for with a timeout
 and signal as a process group, with its output going to files, and builds it can kill on a deadline.
 spython's ``execute``/``build`` run to completion and capture output (no handle, no timeout, no group),
@@ -37,10 +45,12 @@ import os
 import shutil
 import subprocess
 import tempfile
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 from container_entry.runners.apptainer_command import apptainer_binary, apptainer_env, env_prefix, one_line
-from container_entry.runners.base import ContainerRunner, ModuleRun, RunRequest
+from container_entry.runners.base import ContainerRunner, ModuleRun, RunRequest, Streams, mounts, open_streams, tail
 from container_entry.runners.image_refs import archive_key  # noqa: F401 - re-exported, as before the split
 from container_entry.runners.sif import SifCache
 from gpstage.errors import BadInput, GpstageError
@@ -73,21 +83,26 @@ def run_as(spec: JobSpec) -> tuple[int, int] | None:
     return wanted
 
 
-def bind_options(paths: list[str]) -> list[str]:
-    """``--mount type=bind,source=P,destination=P`` per dir, parents first; CSV-quoted, so commas,
-    colons and spaces in paths are safe (``--bind`` splits on both)."""
+def bind_options(binds: list[tuple[str, str]]) -> list[str]:
+    """``--mount type=bind,source=P,destination=D`` per ``(P, D)``, parents first (by destination);
+    CSV-quoted, so commas, colons and spaces in paths are safe (``--bind`` splits on both)."""
     out: list[str] = []
-    for p in sorted(set(paths), key=lambda x: (x.count("/"), x)):
+    for source, dest in sorted(set(binds), key=lambda b: (b[1].count("/"), b[1])):
         buf = io.StringIO()
-        csv.writer(buf, lineterminator="").writerow(["type=bind", f"source={p}", f"destination={p}"])
+        csv.writer(buf, lineterminator="").writerow(["type=bind", f"source={source}", f"destination={dest}"])
         out += ["--mount", buf.getvalue()]
     return out
 
 
 # ---- running ---------------------------------------------------------------------------------
 class ApptainerRun(ModuleRun):
-    def __init__(self, proc: subprocess.Popen[bytes], scratch: Path, image: str, stderr_path: str) -> None:
+    """``log_path``: where apptainer's own messages went — its log in the scratch dir, or (an executor)
+    the run's stderr file itself, then nothing is appended there."""
+
+    def __init__(self, proc: subprocess.Popen[bytes], scratch: Path, image: str, stderr_path: str,
+                 log_path: str | None = None) -> None:
         self.proc, self.scratch, self.image, self.stderr_path = proc, scratch, image, stderr_path
+        self.log_path = log_path or str(scratch / APPTAINER_LOG)
         self._checked = False
 
     def wait(self, timeout: float | None) -> int | None:
@@ -103,22 +118,24 @@ class ApptainerRun(ModuleRun):
     def _after_exit(self, code: int) -> None:
         """apptainer's own messages: appended to the module's stderr when the run failed; a FATAL with
         status 255 means the container never ran the module — an ERROR, not the module's exit code."""
-        try:
-            with open(self.scratch / APPTAINER_LOG, "rb") as f:
-                f.seek(max(0, os.fstat(f.fileno()).st_size - 65536))
-                text = f.read().decode(errors="replace")
-        except OSError:
-            return
-        if code == 0 or not text.strip():
+        if code == 0:
             return
         try:
-            with open(self.stderr_path, "a") as err:
-                err.write(text if text.endswith("\n") else text + "\n")
+            text = tail(self.log_path, 65536)
         except OSError:
-            pass
+            return
+        if not text.strip():
+            return
+        if self.log_path != self.stderr_path:
+            try:
+                with open(self.stderr_path, "a") as err:
+                    err.write(text if text.endswith("\n") else text + "\n")
+            except OSError:
+                pass
         if code == 255 and any(ln.lstrip().startswith("FATAL") for ln in text.splitlines()):
             raise GpstageError(f"apptainer could not run the module in {self.image}: {one_line(text)}",
-                               "check that the image has bash and that the job's dirs exist on this node")
+                               "check that the image has bash (an executor: its command) and that the job's "
+                               "dirs exist on this node")
 
     def send_signal(self, sig: int) -> None:
         if self.proc.returncode is not None:
@@ -135,33 +152,62 @@ class ApptainerRun(ModuleRun):
 class ApptainerRunner(ContainerRunner):
     name = "apptainer"
 
+    def __init__(self) -> None:
+        self.images: dict[str, str] = {}  # image -> what `apptainer exec` is given (a SIF in the cache, ...)
+
     def check(self, spec: JobSpec) -> None:
         super().check(spec)
         apptainer_binary()
 
+    def prepare_image(self, image: str, log: Callable[[str], None]) -> None:
+        started = time.monotonic()
+        cache = SifCache(apptainer_binary())
+        self.images[image] = cache.resolve(image)
+        if cache.built:
+            log(f"converted {image} to SIF in {time.monotonic() - started:.1f} s")
+
     def start(self, request: RunRequest) -> ModuleRun:
-        spec = request.spec
-        assert spec.image
-        self.require_outputs_in_dirs(request)
+        spec, image = request.spec, request.run_image
+        assert image
+        if request.executor is None:
+            self.require_outputs_in_dirs(request)
+            command = ["bash", "-c", REDIRECT, "gpstage-module", request.argv[-1], request.stdout_path, request.stderr_path]
+        else:
+            command = request.argv
         binary = apptainer_binary()
-        image = SifCache(binary).resolve(spec.image)
+        sif = self.images.get(image) or SifCache(binary).resolve(image)
         user = run_as(spec)
         scratch = self._scratch(user)
         argv = [binary, "--quiet", "exec", "--cleanenv", "--contain", "--pid", "--workdir", str(scratch),
-                "--pwd", request.cwd, *bind_options([d.path for d in spec.dirs]),
-                *(["--security", f"uid:{user[0]},gid:{user[1]}"] if user else []),
-                image, "bash", "-c", REDIRECT, "gpstage-module", request.argv[-1], request.stdout_path, request.stderr_path]
+                *(["--pwd", request.cwd] if request.cwd else []), *bind_options(mounts(spec)),
+                *(["--security", f"uid:{user[0]},gid:{user[1]}"] if user else []), sif, *command]
         prefix = env_prefix(binary)
         env = {**apptainer_env(request.env), **{prefix + k: v for k, v in request.job_env.items()}}
+        streams = self._streams(request, scratch, user)
         try:
-            with open(scratch / APPTAINER_LOG, "ab") as log:
-                proc = subprocess.Popen(argv, cwd=scratch, env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
-                                        start_new_session=True)
+            proc = subprocess.Popen(argv, cwd=scratch, env=env, stdin=streams.stdin or subprocess.DEVNULL,
+                                    stdout=streams.stdout, stderr=streams.stderr, start_new_session=True)
         except OSError as e:
             shutil.rmtree(scratch, ignore_errors=True)
             raise GpstageError(f"cannot start {binary}: {e.strerror}",
                                "check GPSTAGE_APPTAINER / the apptainer install") from None
-        return ApptainerRun(proc, scratch, spec.image, request.stderr_path)
+        finally:
+            streams.close()
+        log_path = None if request.executor is None else request.stderr_path
+        return ApptainerRun(proc, scratch, image, request.stderr_path, log_path)
+
+    @staticmethod
+    def _streams(request: RunRequest, scratch: Path, user: tuple[int, int] | None) -> Streams:
+        """apptainer's stdio: an executor's own files; for exec.sh (bash redirects it in the container),
+        apptainer's log in the scratch dir."""
+        try:
+            if request.executor is not None:
+                return open_streams(request, user)
+            log = open(scratch / APPTAINER_LOG, "ab")  # noqa: SIM115 - closed by Streams.close
+            return Streams(None, log, log)
+        except OSError:
+            shutil.rmtree(scratch, ignore_errors=True)
+            raise
 
     @staticmethod
     def _scratch(user: tuple[int, int] | None) -> Path:

@@ -1,5 +1,6 @@
 """The ``docker`` runner: ``bash exec.sh`` in the job's ``image``, the role dirs bind-mounted at their
-identical paths — module images need only bash and stay unmodified third-party images.
+identical paths (a dir's ``mount_at`` when it has one) — module images need only bash and stay
+unmodified third-party images.
 
 Seed deployment 1 (local server + docker) is the local launcher with this runner. The container runs
 as the submitting user (outputs belong to the server's user), with ``resources`` as limits, under
@@ -19,6 +20,13 @@ the launcher at their own path and need no mapping.
 The module's container keeps its stdin attached to the entry: when the entry dies (SIGKILL, OOM), the
 docker host closes that stdin and a watcher inside the container kills the module — a module never
 outlives its entry. ``commit`` makes a finished module image (container_entry/commit.py).
+
+**Executors** (a spec's ``executors``, docs/tes.md): each runs in its own ``image`` (pulled if missing,
+as the module's), its command as the container's entrypoint and argv exactly (no shell needed in the
+image: its ENTRYPOINT and CMD are replaced), in its ``workdir`` (default: the image's WORKDIR), as the
+same user, with the same limits, labels and mounts. Its stdin, stdout and stderr travel over the
+container's attach stream, written by the entry (:mod:`container_entry.runners.docker_run`); the output
+files are owned by the user the container runs as.
 """
 
 from __future__ import annotations
@@ -27,13 +35,13 @@ import contextlib
 import fcntl
 import os
 import shutil
-import signal
 import time
 from collections.abc import Callable
 from typing import Any
 
 from container_entry.dockerutil import LABEL_JOB, LABEL_ROLE, LABEL_STAGING, docker_client, ensure_image
-from container_entry.runners.base import ContainerRunner, ModuleRun, RunRequest
+from container_entry.runners.base import ContainerRunner, ModuleRun, RunRequest, mounts, open_streams
+from container_entry.runners.docker_run import AttachedRun, DockerRun, close_socket
 from container_entry.settings import EntrySettings
 from gpstage.errors import BadInput, GpstageError
 from gpstage.spec import JobSpec
@@ -63,36 +71,6 @@ def run_as(spec: JobSpec) -> str:
         return f"{os.getuid()}:{os.getgid()}"
     st = os.stat(spec.workdir)
     return f"{st.st_uid}:{st.st_gid}"
-
-
-class DockerRun(ModuleRun):
-    def __init__(self, container: Any, stdin: Any = None) -> None:
-        self.container = container
-        self.stdin = stdin  # the attached stdin: closing it (or dying) stops the module
-
-    def wait(self, timeout: float | None) -> int | None:
-        try:
-            result = self.container.wait(timeout=timeout)
-        except Exception:  # noqa: BLE001 - the SDK's read timeout: still running
-            return None
-        self.container.reload()
-        if self.container.attrs.get("State", {}).get("OOMKilled"):
-            return -signal.SIGKILL  # the kernel killed it for its memory limit
-        return int(result.get("StatusCode", 125))
-
-    def send_signal(self, sig: int) -> None:
-        try:
-            self.container.kill(signal=int(sig))
-        except Exception:  # noqa: BLE001, S110 - already ended: a no-op, as the interface says
-            pass
-
-    def cleanup(self) -> None:
-        try:
-            self.container.remove(force=True)
-        except Exception:  # noqa: BLE001, S110 - already gone
-            pass
-        _close_socket(self.stdin)
-        self.stdin = None
 
 
 class DockerRunner(ContainerRunner):
@@ -203,12 +181,22 @@ class DockerRunner(ContainerRunner):
                 os.close(fd)
 
     # ---- the module's container ---------------------------------------------------------------------
+    def prepare_image(self, image: str, log: Callable[[str], None]) -> None:
+        ensure_image(docker_client(), image)
+
     def start(self, request: RunRequest) -> ModuleRun:
-        spec = request.spec
-        assert spec.image
-        self.require_outputs_in_dirs(request)
+        spec, image = request.spec, request.run_image
+        assert image
+        if request.executor is None:
+            self.require_outputs_in_dirs(request)
+            command: dict[str, Any] = {"command": ["bash", "-c", MODULE_SCRIPT, "gpstage-module", request.argv[-1],
+                                                   request.stdout_path, request.stderr_path],
+                                       "stdin_open": True}  # StdinOnce: the entry's attachment is the module's lifeline
+        else:
+            command = {"entrypoint": request.argv[:1], "command": request.argv[1:],
+                       "stdin_open": request.stdin_path is not None}
         client = docker_client()  # DOCKER_HOST, as every docker tool
-        ensure_image(client, spec.image)
+        ensure_image(client, image)
         limits: dict[str, Any] = {}
         if spec.resources.cpus:
             limits["nano_cpus"] = int(spec.resources.cpus * 1e9)
@@ -217,34 +205,50 @@ class DockerRunner(ContainerRunner):
         labels = {LABEL_JOB: spec.job_id, LABEL_ROLE: "module"}
         if self.staging_root:
             labels[LABEL_STAGING] = self.staging_root
+        user = run_as(spec)
+        streams = open_streams(request, _numeric(user)) if request.executor is not None else None
         try:
             container = client.containers.create(
-                spec.image, ["bash", "-c", MODULE_SCRIPT, "gpstage-module", request.argv[-1], request.stdout_path,
-                             request.stderr_path],
-                detach=False, stdin_open=True,  # StdinOnce: the entry's attachment is the module's lifeline
-                init=True, working_dir=request.cwd, environment=request.job_env, user=run_as(spec),
-                volumes={self.host_path(d.path): {"bind": d.path, "mode": "rw"} for d in spec.dirs},
-                labels=labels, network_mode=os.environ.get("GPSTAGE_DOCKER_NETWORK") or None, **limits)
+                image, detach=False, init=True, working_dir=request.cwd, environment=request.job_env, user=user,
+                volumes={self.host_path(path): {"bind": at, "mode": "rw"} for path, at in mounts(spec)},
+                labels=labels, network_mode=os.environ.get("GPSTAGE_DOCKER_NETWORK") or None, **command, **limits)
         except Exception as err:  # noqa: BLE001 - the engine refused: one line
-            raise GpstageError(f"docker could not start {spec.image}: {str(err).splitlines()[0][:300]}",
-                               "check the image and the docker host") from None
-        stdin = None
+            if streams:
+                streams.close()
+            raise _cannot_start(image, err) from None
+        attached = None
         try:
-            stdin = client.api.attach_socket(container.id, params={"stdin": 1, "stream": 1})
+            if streams:
+                attached = client.api.attach_socket(container.id, params={
+                    "stdin": int(streams.stdin is not None), "stdout": 1, "stderr": 1, "stream": 1})
+                return AttachedRun(container, attached, streams).begin()
+            attached = client.api.attach_socket(container.id, params={"stdin": 1, "stream": 1})
             container.start()
         except Exception as err:  # noqa: BLE001
             with contextlib.suppress(Exception):
                 container.remove(force=True)
-            _close_socket(stdin)
-            raise GpstageError(f"docker could not start {spec.image}: {str(err).splitlines()[0][:300]}",
-                               "check the image and the docker host") from None
-        return DockerRun(container, stdin)
+            close_socket(attached)
+            if streams:
+                streams.close()
+            raise _cannot_start(image, err) from None
+        return DockerRun(container, attached)
 
     # ---- commit and push --------------------------------------------------------------------------
     def commit(self, spec: JobSpec, reference: str, log: Callable[[str], None]) -> dict[str, Any]:
         from container_entry.commit import commit_and_push
 
         return commit_and_push(docker_client(), spec, reference, log, scratch=self.staging_root)
+
+
+def _cannot_start(image: str, err: Exception) -> GpstageError:
+    return GpstageError(f"docker could not start {image}: {str(err).splitlines()[0][:300]}",
+                        "check the image and the docker host")
+
+
+def _numeric(user: str) -> tuple[int, int] | None:
+    """``uid:gid`` as numbers (who owns an executor's output files); None for a user name."""
+    uid, _, gid = user.partition(":")
+    return (int(uid), int(gid or uid)) if uid.isdigit() and (not gid or gid.isdigit()) else None
 
 
 def _within(path: str, parent: str) -> bool:
@@ -304,12 +308,3 @@ def _remove_containers(filters: dict[str, str]) -> int:
         with contextlib.suppress(Exception):
             c.remove(force=True)
     return len(found)
-
-
-def _close_socket(sock: Any) -> None:
-    if sock is None:
-        return
-    for closer in (getattr(sock, "_response", None), getattr(sock, "_sock", None), sock):
-        with contextlib.suppress(Exception):
-            if closer is not None:
-                closer.close()

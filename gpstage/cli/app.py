@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import typer
 
-from gpstage.cli import cache_cmds, config_cmds, job_cmds, spec_cmds, storage_cmds
+from gpstage.cli import cache_cmds, config_cmds, job_cmds, spec_cmds, storage_cmds, tes_cmds
 
 app = typer.Typer(
     name="gpstage",
@@ -25,3 +25,4 @@ job_cmds.register(app)
 app.add_typer(spec_cmds.app, name="spec")
 app.add_typer(config_cmds.app, name="config")
 app.add_typer(cache_cmds.app, name="cache")
+app.add_typer(tes_cmds.app, name="tes")

@@ -53,6 +53,21 @@ def _exit_with(result: Any) -> None:
     raise typer.Exit(result.exit_code if result.exit_code is not None else EXIT_GPSTAGE_ERROR)
 
 
+def _is_tes_task(path: str) -> bool:
+    """A local JSON file with ``executors`` and no ``dirs``: a TES task, not a job spec."""
+    import json
+    import os
+
+    if "://" in path or not path.endswith(".json") or not os.path.isfile(path):
+        return False
+    try:
+        with open(path, encoding="utf-8") as f:
+            data = json.load(f)
+    except (OSError, ValueError):
+        return False
+    return isinstance(data, dict) and "executors" in data and "dirs" not in data
+
+
 def run_cmd(
     spec: str = typer.Argument(..., help="Job spec: a local JSON/YAML file or a storage URL."),
     launcher: str = typer.Option(None, "--launcher", "-l", help="Where the entry runs: local (default), "
@@ -65,6 +80,8 @@ def run_cmd(
     as_json: bool = JSON_OPTION,
 ) -> None:
     """Stage a job's dirs in, start it on a launcher and (unless --detach) wait, collect and exit with its code.
+    A GA4GH TES task file (a JSON document with `executors` and no `dirs`) runs as a TES task: its inputs and
+    outputs are URLs, the job id is made, storage and work root come from [tes] (docs/tes.md).
 
     Exit codes when waiting: the module's own; 125 gpstage/backend error; 127 executable missing;
     142 time limit; 128+N killed by signal N; 124 --timeout reached. Examples:
@@ -74,6 +91,10 @@ def run_cmd(
     from gpstage.launching import get_launcher
     from gpstage.stage import read_spec
 
+    if _is_tes_task(spec):
+        from gpstage.cli.tes_cmds import run_task_file
+
+        run_task_file(spec, launcher, timeout, as_json)
     with json_errors(as_json):
         job = read_spec(spec)
         runner = get_launcher(launcher, parse_overrides(settings or []))

@@ -10,11 +10,9 @@ from __future__ import annotations
 
 import hashlib
 import os
-import sqlite3
 import threading
 from pathlib import Path
-
-from gpstage.records import state_dir
+from typing import Any
 
 BLOCK = 2**20
 Key = tuple[int, int, int, int, int]
@@ -41,12 +39,18 @@ class HashIndex:
     """(device, inode, size, mtime, ctime) → SHA-256, shared by every gpstage process of this user."""
 
     def __init__(self, path: Path | None = None) -> None:
-        self.path = path or state_dir() / "input-hashes.sqlite"
-        self._lock = threading.Lock()
-        self._db: sqlite3.Connection | None = None
+        if path is None:
+            from gpstage.records import state_dir  # here: gpstage.records brings pydantic, which a plain import need not
 
-    def _conn(self) -> sqlite3.Connection:
+            path = state_dir() / "input-hashes.sqlite"
+        self.path = path
+        self._lock = threading.Lock()
+        self._db: Any = None  # a sqlite3 connection, made on first use
+
+    def _conn(self) -> Any:
         if self._db is None:
+            import sqlite3  # here, not at the top: the entry (whose bundle has no sqlite3) imports this module via stage
+
             self.path.parent.mkdir(parents=True, exist_ok=True)
             db = sqlite3.connect(self.path, timeout=30, check_same_thread=False, isolation_level=None)
             db.execute("PRAGMA journal_mode=WAL")

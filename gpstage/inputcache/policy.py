@@ -40,7 +40,8 @@ def cache_for(spec: JobSpec, d: DirSpec) -> InputCache | None:
     url = spec.url_of(d)
     root = cache_root(spec.storage_root, url)
     check_same_store(root, url)
-    return InputCache(root, spec.job_id, settings_for(url).input_cache_min_size or DEFAULT_MIN_SIZE)
+    min_size = settings_for(url).input_cache_min_size
+    return InputCache(root, spec.job_id, DEFAULT_MIN_SIZE if min_size is None else min_size)
 
 
 def check_same_store(root: str, url: str) -> None:

@@ -1,0 +1,75 @@
+"""A finished task's outputs, from its dirs on storage to the URLs the task names (TES 1.1 semantics):
+a FILE to its URL; a DIRECTORY's files under its URL; a path with wildcards (``*``, ``?``, ``[``) selects
+every file it matches, each going to ``url`` + its path without ``path_prefix``. Copies are server-side
+when both ends are on one store, else streamed through this process (gpstage.sources.copy_file)."""
+
+from __future__ import annotations
+
+import fnmatch
+
+from frontends.tes.mapping import WILDCARDS
+from frontends.tes.models import TesFileType, TesOutput, TesOutputFileLog
+from gpstage.aio import run_sync
+from gpstage.errors import GpstageError, StorageError
+from gpstage.listing import list_url
+from gpstage.report import TransferReport
+from gpstage.sources import copy_file
+from gpstage.spec import JobSpec
+from gpstage.urls import join_url
+
+
+def _files_under(spec: JobSpec, container_dir: str) -> dict[str, str]:
+    """Container path -> storage URL of every file the job left under ``container_dir`` (one listing per mount)."""
+    out: dict[str, str] = {}
+    for d in spec.dirs:
+        mount = d.mount_at
+        if mount is None or not (container_dir == mount or container_dir.startswith(mount.rstrip("/") + "/")
+                                 or mount.startswith(container_dir.rstrip("/") + "/")):
+            continue
+        url = spec.url_of(d)
+        for rel in list_url(url).files:
+            path = f"{mount.rstrip('/')}/{rel}"
+            if path.startswith(container_dir.rstrip("/") + "/"):
+                out[path] = join_url(url, rel)
+    return out
+
+
+def _storage_url(spec: JobSpec, container_path: str) -> str | None:
+    for d in spec.dirs:
+        m = d.mount_at
+        if m and container_path.startswith(m.rstrip("/") + "/"):
+            return join_url(spec.url_of(d), container_path[len(m.rstrip("/")) + 1:])
+    return None
+
+
+def plan(spec: JobSpec, outputs: list[TesOutput]) -> list[tuple[str, str, str]]:
+    """(container path, source URL, destination URL) of every file to deliver; a missing FILE output raises."""
+    todo: list[tuple[str, str, str]] = []
+    for o in outputs:
+        if any(c in o.path for c in WILDCARDS):
+            prefix = (o.path_prefix or "").rstrip("/")
+            found = _files_under(spec, prefix)
+            todo += [(p, src, f"{o.url.rstrip('/')}/{p[len(prefix) + 1:]}")
+                     for p, src in sorted(found.items()) if fnmatch.fnmatchcase(p, o.path)]
+        elif o.type is TesFileType.DIRECTORY:
+            todo += [(p, src, f"{o.url.rstrip('/')}/{p[len(o.path.rstrip('/')) + 1:]}")
+                     for p, src in sorted(_files_under(spec, o.path).items())]
+        else:
+            src = _storage_url(spec, o.path)
+            if src is None or o.path not in _files_under(spec, o.path.rpartition("/")[0] or "/"):
+                raise StorageError(f"output {o.path} was not created by the task", "check the executors' commands")
+            todo.append((o.path, src, o.url))
+    return todo
+
+
+def deliver(spec: JobSpec, outputs: list[TesOutput]) -> list[TesOutputFileLog]:
+    """Copy every output; the logs of what was delivered. Raises the first failure (one line)."""
+    logs = []
+    report = TransferReport("", "")
+    for path, src, dst in plan(spec, outputs):
+        try:
+            size = run_sync(copy_file(src, dst, report))
+        except GpstageError as err:
+            raise StorageError(f"output {path} could not be delivered to {dst}: {err.problem}", err.fix) from err
+        logs.append(TesOutputFileLog(url=dst, path=path, size_bytes=str(size)))
+    return logs
