@@ -102,6 +102,8 @@ class TaskService:
         from gpstage.sync import async_sync
 
         try:
+            for d in spec.dirs:  # a mount with nothing to stage in (outputs, volumes) still exists, empty
+                os.makedirs(d.path, exist_ok=True)
             for path, text in placement.contents.items():
                 os.makedirs(os.path.dirname(path), exist_ok=True)
                 Path(path).write_text(text, encoding="utf-8")
