@@ -86,6 +86,9 @@ def default_name_and_version(spec: JobSpec) -> tuple[str | None, str | None]:
 
 def commit_reference(tag: str, spec: JobSpec) -> str:
     """The full ``REGISTRY/REPO:TAG`` for ``tag`` (see the module docstring); BadInput when it cannot be."""
+    if spec.executors:
+        raise BadInput("a commit tag makes an image of ONE module's container, and this job runs a sequence of executors",
+                       "drop the commit tag for executor sequences (TES tasks)")
     text = tag.strip()
     name, version = default_name_and_version(spec)
     if text.endswith("/"):

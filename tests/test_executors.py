@@ -230,3 +230,12 @@ def test_process_a_cancel_stops_the_running_executor_and_the_sequence(tmp_path: 
     assert (st["state"], st["signal"]) == ("CANCELLED", "SIGTERM")
     assert [e["exit_code"] for e in st["executors"]] == [128 + signal.SIGTERM]
     assert not (tmp_path / "ran").exists()
+
+
+def test_a_commit_tag_is_refused_for_a_sequence_of_executors(tmp_path: Path) -> None:
+    from container_entry.commit import commit_reference
+    from gpstage.errors import BadInput
+
+    spec, _ = executor_job(tmp_path, "docker", [{"image": "one", "command": ["true"]}])
+    with pytest.raises(BadInput, match="sequence of executors"):
+        commit_reference("registry.example.org/gp/x:1", spec)

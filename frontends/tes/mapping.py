@@ -30,6 +30,7 @@ from gpstage.urls import dir_url, split_url
 SYSTEM_DIRS = ("/", "/bin", "/sbin", "/usr", "/lib", "/lib32", "/lib64", "/etc", "/proc", "/sys", "/dev", "/run",
                "/var", "/boot")
 WILDCARDS = "*?["
+RESERVED = "/.gpstage"  # where the executors' containers see the job's own workdir and metadata dir (never a task's)
 
 
 @dataclass
@@ -90,6 +91,8 @@ def mounts_of(task: TesTask) -> list[str]:
                 p = check_path(p, f"executor {n} {what}")
                 wanted.add(p if what == "workdir" else posixpath.dirname(p))
     for m in wanted:
+        if m == RESERVED or m.startswith(RESERVED + "/"):
+            raise BadInput(f"container path {m} is under {RESERVED}, which gpstage keeps for itself", "use another path")
         if m in SYSTEM_DIRS:
             raise BadInput(f"container path {m} would be mounted over the image's own {m}",
                            "put inputs, outputs and volumes in a directory of their own, e.g. /data")
@@ -118,7 +121,9 @@ def to_spec(task: TesTask, task_id: str, *, storage_root: str, work_root: str, a
         _place_input(i, mount, rel, host, sources, placement, storage_root, allow)
     for o in task.outputs or ():
         check_url(o.url, "output URL", allow)
-    dirs = [{"role": "workdir", "path": f"{base}/work"}]
+    # the job's own dirs are mounted out of the way, so that a task mounting e.g. /tmp gets no stray mount points
+    dirs = [{"role": "workdir", "path": f"{base}/work", "mount_at": f"{RESERVED}/work"},
+            {"role": "metadata", "path": f"{base}/meta", "mount_at": f"{RESERVED}/meta"}]
     dirs += [{"role": "inputs", "path": host[m], "mount_at": m, "direction": "inout",
               **({"sources": sources[m]} if sources[m] else {})} for m in mounts]
     spec = JobSpec.model_validate({
