@@ -50,3 +50,19 @@ def test_quick_benchmark_has_a_row_for_every_tool_on_both_servers(tmp_path: Path
     assert all(r["writes"] == 0 for r in runs if r["op"] == "noop" and r["tool"] == "gpstage")
     assert sorted(p.name for p in out.iterdir()) == ["latest-quick.json", "latest-quick.md"]  # one copy of each
     assert not list(work.glob("run-*")), "a successful run removes its run dir (server data, downloads)"
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(120)
+def test_quick_input_cache_benchmark_runs_and_verifies_its_copies(tmp_path: Path) -> None:
+    """benchmarks/cache.py --quick on moto: every row and check there, the second job sent (almost) nothing."""
+    out = tmp_path / "results"
+    cmd = [sys.executable, str(ROOT / "benchmarks" / "cache.py"), "--quick", "--servers", "moto", "--out", str(out)]
+    done = subprocess.run(cmd, check=False, capture_output=True, text=True, timeout=110, cwd=ROOT)
+    assert done.returncode == 0, f"exit {done.returncode}\n{done.stdout[-4000:]}\n{done.stderr[-4000:]}"
+    table = (out / "cache-quick.md").read_text()
+    assert "## moto" in table and "## Targets" in table
+    assert table.count("byte-identical (MD5 of every file)") == 4, table
+    assert "500 of 500 files placed from the cache" in table
+    assert "MET    moto: (1) 64.0 MiB, job 2: bytes sent" in table  # a copy is placed server-side
+    assert sorted(p.name for p in out.iterdir()) == ["cache-quick.json", "cache-quick.md"]
