@@ -276,3 +276,34 @@ def test_min_size_zero_caches_every_file(tmp_path: Path) -> None:
     files = {"a.txt": b"tiny", "b.txt": b"also tiny"}
     stage_in(job(tmp_path, root, "first", files))
     assert inputs_of(stage_in(job(tmp_path, root, "second", files))).files_from_cache == 2
+
+
+def test_the_hash_index_is_shared_by_concurrent_users(tmp_path: Path) -> None:
+    """Eight connections at once (as eight submitting processes): each setup, read and write either waits or
+    is skipped — a stage-in never fails for the index, which only saves reading files again."""
+    from gpstage.inputcache.hashes import HashIndex
+
+    data = os.urandom(10_000)
+    want = hashlib.sha256(data).hexdigest()
+    files = [tmp_path / f"f{i}" for i in range(8 * 30)]  # a file per lookup: every lookup misses, then records
+    for f in files:
+        f.write_bytes(data)
+    errors: list[BaseException] = []
+    start = threading.Barrier(8)
+
+    def use(n: int) -> None:
+        try:
+            index = HashIndex(tmp_path / "index.sqlite")
+            start.wait(10)  # eight first connections at once: their setup races too
+            for f in files[n * 30:(n + 1) * 30]:
+                assert index.digest(str(f), len(data))[0] == want
+            index.close()
+        except BaseException as err:  # noqa: BLE001 - reported below
+            errors.append(err)
+
+    threads = [threading.Thread(target=use, args=(n,)) for n in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    assert not errors

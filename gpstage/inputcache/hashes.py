@@ -11,10 +11,13 @@ from __future__ import annotations
 import hashlib
 import os
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
 BLOCK = 2**20
+SQLITE_TIMEOUT_S = 10  # how long a statement waits for another process's write
+SETUP_ATTEMPTS = 50
 Key = tuple[int, int, int, int, int]
 
 
@@ -52,24 +55,49 @@ class HashIndex:
             import sqlite3  # here, not at the top: the entry (whose bundle has no sqlite3) imports this module via stage
 
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            db = sqlite3.connect(self.path, timeout=30, check_same_thread=False, isolation_level=None)
-            db.execute("PRAGMA journal_mode=WAL")
-            db.execute("CREATE TABLE IF NOT EXISTS hashes (dev INTEGER, ino INTEGER, size INTEGER, mtime INTEGER,"
-                       " ctime INTEGER, sha256 TEXT NOT NULL, PRIMARY KEY (dev, ino, size, mtime, ctime))")
+            db = sqlite3.connect(self.path, timeout=SQLITE_TIMEOUT_S, check_same_thread=False, isolation_level=None)
+            # switching to WAL takes the database for a moment, and sqlite answers "locked" to a second process doing
+            # the same at once without waiting: the setup is retried, then the index is simply not used
+            for attempt in range(SETUP_ATTEMPTS):
+                try:
+                    db.execute("PRAGMA journal_mode=WAL")
+                    db.execute("CREATE TABLE IF NOT EXISTS hashes (dev INTEGER, ino INTEGER, size INTEGER, mtime INTEGER,"
+                               " ctime INTEGER, sha256 TEXT NOT NULL, PRIMARY KEY (dev, ino, size, mtime, ctime))")
+                    break
+                except sqlite3.OperationalError:
+                    if attempt == SETUP_ATTEMPTS - 1:
+                        db.close()
+                        raise
+                    time.sleep(0.02 * (attempt + 1))
             self._db = db
         return self._db
 
     def get(self, key: Key) -> str | None:
-        with self._lock:
-            row = self._conn().execute("SELECT sha256 FROM hashes WHERE dev=? AND ino=? AND size=? AND mtime=? AND ctime=?",
-                                       key).fetchone()
+        """The recorded hash of a file with this key; None when unknown — or when the index cannot be read:
+        it only saves reading files again, so a stage-in never fails for it."""
+        try:
+            with self._lock:
+                row = self._conn().execute("SELECT sha256 FROM hashes WHERE dev=? AND ino=? AND size=? AND mtime=? AND "
+                                           "ctime=?", key).fetchone()
+        except (OSError, _sqlite_error()):
+            return None
         return row[0] if row else None
 
     def put(self, key: Key, digest: str) -> None:
-        with self._lock:
-            db = self._conn()
-            db.execute("DELETE FROM hashes WHERE dev=? AND ino=?", key[:2])  # the file's older states
-            db.execute("INSERT OR REPLACE INTO hashes VALUES (?, ?, ?, ?, ?, ?)", (*key, digest))
+        """Record a hash, replacing the file's older states, in one transaction; skipped if the index cannot be written."""
+        try:
+            with self._lock:
+                db = self._conn()
+                db.execute("BEGIN IMMEDIATE")
+                try:
+                    db.execute("DELETE FROM hashes WHERE dev=? AND ino=?", key[:2])
+                    db.execute("INSERT OR REPLACE INTO hashes VALUES (?, ?, ?, ?, ?, ?)", (*key, digest))
+                    db.execute("COMMIT")
+                except BaseException:
+                    db.execute("ROLLBACK")
+                    raise
+        except (OSError, _sqlite_error()):
+            pass
 
     def digest(self, path: str, size: int) -> tuple[str, Key]:
         """The hash of ``path`` (from the index when its key is known, else read and recorded) and the key it
@@ -89,3 +117,9 @@ class HashIndex:
         if self._db is not None:
             self._db.close()
             self._db = None
+
+
+def _sqlite_error() -> type[Exception]:
+    import sqlite3
+
+    return sqlite3.Error
