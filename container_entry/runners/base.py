@@ -23,7 +23,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import IO, TYPE_CHECKING, Any, ClassVar
 
-from gpstage.errors import BadInput
+from gpstage.errors import BadInput, GpstageError
 from gpstage.spec import JobSpec
 
 if TYPE_CHECKING:
@@ -174,3 +174,12 @@ class ContainerRunner(Runner):
         if outside:
             raise BadInput(f"{outside[0]} is outside the job's dirs, so the module's container cannot write it",
                            "keep STDOUT_FILENAME / STDERR_FILENAME inside the metadata dir")
+
+
+def make_link(target: str, at: str, what: str, fix: str) -> None:
+    """A symlink ``at`` → ``target`` (its parent dirs made); a failure is one line: ``what`` and the OS's reason."""
+    try:
+        os.makedirs(os.path.dirname(at), exist_ok=True)
+        os.symlink(target, at)
+    except OSError as e:
+        raise GpstageError(f"{what}: {e.strerror}", fix) from None

@@ -40,7 +40,7 @@ from collections.abc import Callable
 from typing import Any
 
 from container_entry.dockerutil import LABEL_JOB, LABEL_ROLE, LABEL_STAGING, docker_client, ensure_image
-from container_entry.runners.base import ContainerRunner, ModuleRun, RunRequest, mounts, open_streams
+from container_entry.runners.base import ContainerRunner, ModuleRun, RunRequest, make_link, mounts, open_streams
 from container_entry.runners.docker_run import AttachedRun, DockerRun, close_socket
 from container_entry.settings import EntrySettings
 from gpstage.errors import BadInput, GpstageError
@@ -269,12 +269,8 @@ def _link(path: str, target: str) -> None:
                            "in wrapper mode the job's dirs must not be part of the entry's image or mounted into it") from None
     elif os.path.lexists(path):
         raise BadInput(f"{path} exists in the entry's container and is not a directory", "fix the job's paths")
-    try:
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        os.symlink(target, path)
-    except OSError as e:
-        raise GpstageError(f"cannot place {path} in the staging dir: {e.strerror}",
-                           "the entry's container must be able to create the job's paths") from None
+    make_link(target, path, f"cannot place {path} in the staging dir",
+              "the entry's container must be able to create the job's paths")
 
 
 def _empty_dir(root: str, keep: str) -> int:

@@ -21,7 +21,7 @@ import subprocess
 from collections.abc import Callable
 
 from container_entry.bundle import module_bash
-from container_entry.runners.base import ModuleRun, Runner, RunRequest, mounts, open_streams
+from container_entry.runners.base import ModuleRun, Runner, RunRequest, make_link, mounts, open_streams
 from gpstage.errors import BadInput, GpstageError
 from gpstage.spec import JobSpec
 
@@ -99,10 +99,6 @@ def _link_mount(at: str, path: str) -> bool:
         what = f"a symlink to {os.readlink(at)}" if os.path.islink(at) else "not a symlink of this job"
         raise BadInput(f"mount_at {at} already exists here ({what}), so the process runner cannot show {path} there",
                        "choose another mount_at, or run the job with the docker or apptainer runner")
-    try:
-        os.makedirs(os.path.dirname(at), exist_ok=True)
-        os.symlink(path, at)
-    except OSError as e:
-        raise GpstageError(f"cannot link mount_at {at} to {path}: {e.strerror}",
-                           "the entry must be able to create the mount_at paths, or use a container runner") from None
+    make_link(path, at, f"cannot link mount_at {at} to {path}",
+              "the entry must be able to create the mount_at paths, or use a container runner")
     return True
