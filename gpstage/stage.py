@@ -102,24 +102,21 @@ async def async_stage(spec: JobSpec, inbound: bool, *, node: bool = False, jobs:
             if inbound and not os.path.isdir(d.path) and d.role not in MAY_BE_EMPTY and not (server_in and d.sources):
                 raise BadInput(f"{d.role.value} dir {d.path} does not exist", "create it or fix the path in the job spec")
             t.skipped = "shared file system: the URL is the dir itself (nothing to copy, nor to cache)"
-            if server_in and d.sources and not dry_run:
-                t.report = TransferReport("", url)
-                await place_sources(url, d.sources, t.report, retry)
-            continue
-        src, dst = (d.path, url) if to_storage else (url, d.path)
-        if not await _source_exists(src):
-            if d.role in MAY_BE_EMPTY or (node and not inbound) or (server_in and d.sources):
+        else:
+            src, dst = (d.path, url) if to_storage else (url, d.path)
+            if await _source_exists(src):
+                excludes = list(d.exclude if d.exclude is not None else (DEFAULT_STAGE_IN_EXCLUDES if inbound else ()))
+                excludes += nested_excludes(spec, d)
+                t.report = await async_sync(src, dst, jobs=jobs, exclude=excludes, include=d.include, dry_run=dry_run,
+                                            progress=progress(d) if progress else None, retry=retry,
+                                            cache=cache_for(spec, d) if server_in else None)
+            elif server_in and d.sources:
+                pass  # nothing of its own on this side: only the files it names by URL, placed below
+            elif d.role in MAY_BE_EMPTY or (node and not inbound):
                 t.skipped = "does not exist yet"
             else:
                 raise BadInput(f"{d.role.value} dir {src} does not exist", "create it or fix the path in the job spec")
-        if not t.skipped:
-            excludes = list(d.exclude if d.exclude is not None else (DEFAULT_STAGE_IN_EXCLUDES if inbound else ()))
-            excludes += nested_excludes(spec, d)
-            t.report = await async_sync(src, dst, jobs=jobs, exclude=excludes, include=d.include, dry_run=dry_run,
-                                        progress=progress(d) if progress else None, retry=retry,
-                                        cache=cache_for(spec, d) if server_in else None)
-        if server_in and d.sources and not dry_run:
-            t.skipped = None
+        if server_in and d.sources and not dry_run:  # the files it names by URL, wherever the dir itself is
             t.report = t.report or TransferReport("", url)
             await place_sources(url, d.sources, t.report, retry)
     if inbound and not node and not dry_run:
