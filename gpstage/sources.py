@@ -13,19 +13,12 @@ from gpstage.errors import BadInput
 from gpstage.report import TransferReport
 from gpstage.retry import RetryPolicy
 from gpstage.spec import InputSource
-from gpstage.storage import LocalTree, RemoteTree, local_path_of, open_tree, provider_for
+from gpstage.storage import LocalTree, RemoteTree, open_tree, parent_and_name, provider_for
 from gpstage.storage.base import RemoteProvider
 from gpstage.storage.source import FileSource, ObjectSource
 from gpstage.storage.tree import Entry
-from gpstage.urls import split_url
 
 SOURCES_AT_ONCE = 4
-
-
-def parent_and_name(url: str) -> tuple[str, str]:
-    scheme, rest = split_url(url)
-    head, _, name = rest.rpartition("/")
-    return f"{scheme}://{head or '/'}", name
 
 
 @asynccontextmanager
@@ -56,7 +49,7 @@ async def _place(src: InputSource, dst: LocalTree | RemoteTree, report: Transfer
     async with _source_tree(parent, dst, report, retry) as tree:
         entry = await _stat(tree, name)
         if entry is None:
-            raise BadInput(f"input source {src.source} does not exist", "fix the URL, or upload the file first")
+            raise BadInput(f"input source {src.source} does not exist", "fix the URL, or create or upload the file first")
         if isinstance(dst, RemoteTree):
             if isinstance(tree, RemoteTree) and tree.client is dst.client:
                 await dst.copy_from(tree, name, src.rel, entry.size, metadata={})  # no byte passes through here
@@ -100,12 +93,6 @@ async def check_sources(sources: list[InputSource]) -> None:
     for src in sources:
         parent, name = parent_and_name(src.source)
         provider_for(parent)  # an unknown scheme: one line naming the known ones
-        if local_path_of(parent) is not None:
-            if not os.path.isfile(os.path.join(local_path_of(parent) or "/", name)):
-                raise BadInput(f"input source {src.source} does not exist", "fix the URL, or create the file first")
-            continue
         async with open_tree(parent, TransferReport(src.source, "")) as tree:
-            assert isinstance(tree, RemoteTree)
-            if await tree.stat(name) is None:
-                raise BadInput(f"input source {src.source} does not exist", "fix the URL, or upload the file first")
-
+            if await _stat(tree, name) is None:
+                raise BadInput(f"input source {src.source} does not exist", "fix the URL, or create or upload the file first")

@@ -22,8 +22,8 @@ from gpstage.storage.local import LocalTree
 from gpstage.storage.registry import get_provider, known_schemes, local_path_of, provider_for
 from gpstage.urls import split_url
 
-__all__ = ["LocalTree", "RemoteTree", "get_provider", "known_schemes", "local_path_of", "open_tree", "provider_for", "read_url",
-           "remove_tree", "write_url"]
+__all__ = ["LocalTree", "RemoteTree", "get_provider", "known_schemes", "local_path_of", "open_tree", "parent_and_name",
+           "provider_for", "read_url", "remove_tree", "write_url"]
 
 
 @asynccontextmanager
@@ -45,7 +45,8 @@ async def open_tree(url: str, report: TransferReport, retry: RetryPolicy | None 
         await provider.disconnect(client)
 
 
-def _parent_and_name(url: str) -> tuple[str, str]:
+def parent_and_name(url: str) -> tuple[str, str]:
+    """The URL of the dir holding the file at ``url``, and the file's name; BadInput when ``url`` names no file."""
     scheme, rest = split_url(url)
     head, _, name = rest.rpartition("/")
     if not name or (not head and not rest.startswith("/")):
@@ -55,7 +56,7 @@ def _parent_and_name(url: str) -> tuple[str, str]:
 
 async def read_url(url: str, retry: RetryPolicy | None = None) -> bytes:
     """The bytes of the single file at ``url``."""
-    parent, name = _parent_and_name(url)
+    parent, name = parent_and_name(url)
     async with open_tree(parent, TransferReport(url, ""), retry) as tree:
         if isinstance(tree, LocalTree):
             return await asyncio.to_thread(_read_local, tree.path_of(name))
@@ -64,7 +65,7 @@ async def read_url(url: str, retry: RetryPolicy | None = None) -> bytes:
 
 async def write_url(url: str, data: bytes, retry: RetryPolicy | None = None) -> None:
     """Store ``data`` as the file at ``url`` (atomically on local file systems)."""
-    parent, name = _parent_and_name(url)
+    parent, name = parent_and_name(url)
     async with open_tree(parent, TransferReport("", url), retry) as tree:
         if isinstance(tree, LocalTree):
             await asyncio.to_thread(tree.write_file, name, data)
