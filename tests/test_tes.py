@@ -335,3 +335,20 @@ def test_one_task_on_batch_and_on_slurm(pair_name: str, pair_for: Any, tmp_path:
         assert done.state == "COMPLETE", done.logs
     assert s3_client.get_object(Bucket=bucket, Key="out/n.txt")["Body"].read() == b"2\n"
     assert (out / "n.txt").read_text() == "2\n"
+
+
+def test_a_task_whose_server_died_before_submitting_it_is_a_system_error(tmp_path: Path, pair_for: Any) -> None:
+    """The task document exists, no job record does, and the process that took the task is gone."""
+    from gpstage.records import Owner
+
+    pair = pair_for("local+process")
+    pair.settings["runner"] = "docker"
+    service = TaskService(settings_for(pair, "nfs:///", tmp_path))
+    dead = Owner.current().model_copy(update={"pid": 2**22 + 1})  # above PID_MAX_LIMIT: a process that cannot exist
+    service._save("tes-orphan", {"task": {"id": "tes-orphan", "creation_time": "2026-01-01T00:00:00Z",
+                                          "executors": [{"image": "x", "command": ["true"]}]},
+                                 "submitter": dead.model_dump(mode="json")})
+    assert service.get("tes-orphan")["state"] == "INITIALIZING"
+    service.refresh()
+    view = service.get("tes-orphan", "FULL")
+    assert view["state"] == "SYSTEM_ERROR" and "stopped before it was submitted" in view["logs"][0]["system_logs"][0]

@@ -27,7 +27,7 @@ from gpstage.aio import run_sync
 from gpstage.errors import BadInput, GpstageError
 from gpstage.jobfiles import read_entry_status
 from gpstage.launching import get_launcher, launcher_for
-from gpstage.records import JobRecord, RecordStore, state_dir
+from gpstage.records import JobRecord, Owner, RecordStore, state_dir
 from gpstage.spec import JobSpec
 from gpstage.stage import check_storage
 
@@ -93,7 +93,8 @@ class TaskService:
         self.launcher.check(spec, self.runner)
         check_storage(spec)  # unknown schemes, missing input sources: before anything is recorded
         task = task.model_copy(update={"id": task_id, "state": None, "logs": None, "creation_time": now_iso()})
-        self._save(task_id, {"task": task.model_dump(mode="json", exclude_none=True)})
+        self._save(task_id, {"task": task.model_dump(mode="json", exclude_none=True),
+                             "submitter": Owner.current().model_dump(mode="json")})
         threading.Thread(target=self._submit, args=(task_id, spec, placement), daemon=True,
                          name=f"tes-submit-{task_id}").start()
         return task_id
@@ -165,8 +166,12 @@ class TaskService:
                 continue
             try:
                 record = launcher_for(task_id, self.store).status(task_id)
-            except GpstageError:
-                continue  # not recorded yet: the submit thread is placing its inputs
+            except GpstageError:  # not recorded yet: its submitter is placing the inputs — or died doing so
+                submitter = doc.get("submitter")
+                if submitter and not Owner.model_validate(submitter).alive():
+                    self._update(task_id, submit_error=f"the server that took the task ({Owner.model_validate(submitter)}) "
+                                 "stopped before it was submitted; submit it again", finished_at=now_iso())
+                continue
             if not record.state.terminal:
                 continue
             fields: dict[str, Any] = {"finished_at": now_iso()}
