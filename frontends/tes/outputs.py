@@ -18,47 +18,37 @@ from gpstage.spec import JobSpec
 from gpstage.urls import join_url
 
 
-def _files_under(spec: JobSpec, container_dir: str) -> dict[str, str]:
-    """Container path -> storage URL of every file the job left under ``container_dir`` (one listing per mount)."""
+def _stored_files(spec: JobSpec) -> dict[str, str]:
+    """Container path -> storage URL of every file the job left in its mounts: one listing per mount, once."""
     out: dict[str, str] = {}
     for d in spec.dirs:
-        mount = d.mount_at
-        if mount is None or not (container_dir == mount or container_dir.startswith(mount.rstrip("/") + "/")
-                                 or mount.startswith(container_dir.rstrip("/") + "/")):
-            continue
-        url = spec.url_of(d)
-        for rel in list_url(url).files:
-            path = f"{mount.rstrip('/')}/{rel}"
-            if path.startswith(container_dir.rstrip("/") + "/"):
-                out[path] = join_url(url, rel)
+        if d.mount_at is not None:
+            url = spec.url_of(d)
+            out |= {f"{d.mount_at.rstrip('/')}/{rel}": join_url(url, rel) for rel in list_url(url).files}
     return out
 
 
-def _storage_url(spec: JobSpec, container_path: str) -> str | None:
-    for d in spec.dirs:
-        m = d.mount_at
-        if m and container_path.startswith(m.rstrip("/") + "/"):
-            return join_url(spec.url_of(d), container_path[len(m.rstrip("/")) + 1:])
-    return None
+def _under(files: dict[str, str], container_dir: str) -> dict[str, str]:
+    prefix = container_dir.rstrip("/") + "/"
+    return {p: url for p, url in files.items() if p.startswith(prefix)}
 
 
 def plan(spec: JobSpec, outputs: list[TesOutput]) -> list[tuple[str, str, str]]:
     """(container path, source URL, destination URL) of every file to deliver; a missing FILE output raises."""
+    files = _stored_files(spec)
     todo: list[tuple[str, str, str]] = []
     for o in outputs:
         if any(c in o.path for c in WILDCARDS):
             prefix = (o.path_prefix or "").rstrip("/")
-            found = _files_under(spec, prefix)
             todo += [(p, src, f"{o.url.rstrip('/')}/{p[len(prefix) + 1:]}")
-                     for p, src in sorted(found.items()) if fnmatch.fnmatchcase(p, o.path)]
+                     for p, src in sorted(_under(files, prefix).items()) if fnmatch.fnmatchcase(p, o.path)]
         elif o.type is TesFileType.DIRECTORY:
             todo += [(p, src, f"{o.url.rstrip('/')}/{p[len(o.path.rstrip('/')) + 1:]}")
-                     for p, src in sorted(_files_under(spec, o.path).items())]
+                     for p, src in sorted(_under(files, o.path).items())]
+        elif o.path in files:
+            todo.append((o.path, files[o.path], o.url))
         else:
-            src = _storage_url(spec, o.path)
-            if src is None or o.path not in _files_under(spec, o.path.rpartition("/")[0] or "/"):
-                raise StorageError(f"output {o.path} was not created by the task", "check the executors' commands")
-            todo.append((o.path, src, o.url))
+            raise StorageError(f"output {o.path} was not created by the task", "check the executors' commands")
     return todo
 
 
