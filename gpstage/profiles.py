@@ -82,6 +82,7 @@ class StorageProfile:
     s3_sse: str | None = None  # server-side encryption: "AES256", "aws:kms" or "aws:kms:dsse"
     s3_sse_kms_key_id: str | None = None  # the KMS key for aws:kms (an id or ARN: not a secret)
     s3_acl: str | None = None  # a canned ACL: "private", "bucket-owner-full-control", ...
+    s3_fast_lane: bool = True  # small GETs and PUTs through obstore when it is installed (gpstage/storage/s3lane.py)
     # the input cache (docs/input-cache.md)
     input_cache: bool | None = None  # inputs dirs under this prefix go through the cache (a spec's input_cache wins)
     input_cache_root: str | None = None  # URL of the cache, on the same store; default <storage_root>/.gpstage-cache

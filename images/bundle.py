@@ -54,7 +54,7 @@ KEEP_SOURCE = ("gpstage", "container_entry", "launchers", "frontends")
 # What must import in a new bundle, per extra (the smoke test): each storage client and the SDK parts it loads.
 SMOKE_IMPORTS = {
     "": "import container_entry.cli, container_entry.lifecycle, container_entry.runners.process, gpstage.storage.localfs",
-    "s3": "import gpstage.storage.s3, aiohttp, yarl, botocore.session; "
+    "s3": "import gpstage.storage.s3, gpstage.storage.s3lane, obstore.store, aiohttp, yarl, botocore.session; "
           "botocore.session.get_session().create_client('sts', region_name='us-east-1')",
     "gcs": "import gpstage.storage.gcs, gcsfs, google.auth",
     "azure": "import gpstage.storage.azure, adlfs, azure.storage.blob.aio, azure.identity.aio",

@@ -22,7 +22,8 @@ from pathlib import Path
 import pytest
 
 from benchmarks.servers import SeaweedFS
-from gpstage.storage.s3client import Credentials, Refreshing, S3Client, Signer, canonical_query, default_region
+from gpstage.storage.s3client import S3Client, Signer, canonical_query
+from gpstage.storage.s3creds import Credentials, Refreshing, default_region
 from gpstage.sync import sync
 from gpstage.testing.storage import snapshot
 from tests.conftest import run_cli

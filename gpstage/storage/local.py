@@ -136,20 +136,9 @@ class LocalTree:
                written: int | None = None) -> None:
         """Verify ``tmp`` (``written``: its size, when the caller knows it), give it its metadata and
         rename it to ``final`` (callers remove ``tmp`` on failure)."""
-        size = os.path.getsize(tmp) if written is None else written
-        if size != expected_size:
-            raise StorageError(f"size mismatch writing {final}: got {size} bytes, expected {expected_size}", "retry the sync")
-        if mode is not None:
-            os.chmod(tmp, mode)
-        elif os.path.exists(final):
-            os.chmod(tmp, stat.S_IMODE(os.stat(final).st_mode))  # unknown mode: keep the file's current one
-        if mtime_ns is not None:
-            os.utime(tmp, ns=(mtime_ns, mtime_ns))
-        try:
-            os.replace(tmp, final)
-        except IsADirectoryError:
-            raise StorageError(f"cannot write file {final}: a directory of that name exists",
-                               "remove it or sync with --delete") from None
+        check_size(final, os.path.getsize(tmp) if written is None else written, expected_size)
+        give_meta(tmp, final, mode, mtime_ns)
+        rename_into(tmp, final)
 
     def copy_in(self, src: str, rel: str, entry: Entry) -> None:
         """Copy local file ``src`` to ``rel`` atomically, keeping mode and mtime.
@@ -161,15 +150,20 @@ class LocalTree:
             copy_prefix(src, tmp, entry.size)
 
     def write_file(self, rel: str, data: bytes, entry: Entry | None = None) -> None:
-        """Write ``data`` to ``rel`` atomically; with ``entry``, verify its size and give it its mode and mtime."""
+        """Write ``data`` to ``rel`` atomically; with ``entry``, verify its size and give it its mode and mtime.
+        Mode and mtime are set through the open file (no second path lookup: this is the small-file path)."""
         size, mode, mtime = (entry.size, entry.mode, entry.time_ns) if entry else (len(data), None, None)
         final, tmp = self.prepare(rel)
+        check_size(final, len(data), size)
         try:
             with open(tmp, "wb") as f:
                 f.write(data)
-            self.commit(tmp, final, size, mode, mtime, written=len(data))
-        finally:
+                f.flush()  # the bytes reach the file before its mtime is set, not at close
+                give_meta(f.fileno(), final, mode, mtime)
+            rename_into(tmp, final)
+        except BaseException:
             unlink_quietly(tmp)
+            raise
 
     def set_meta(self, rel: str, mode: int | None, mtime_ns: int | None) -> None:
         p = self.path_of(rel)
@@ -191,6 +185,30 @@ class LocalTree:
             except OSError:
                 pass  # not empty (excluded files) or already gone
         return removed
+
+
+def check_size(final: str, size: int, expected: int) -> None:
+    if size != expected:
+        raise StorageError(f"size mismatch writing {final}: got {size} bytes, expected {expected}", "retry the sync")
+
+
+def give_meta(target: str | int, final: str, mode: int | None, mtime_ns: int | None) -> None:
+    """Set the mode and mtime of ``target`` (the temp file's path or open descriptor) that will become
+    ``final``; an unknown mode keeps ``final``'s current one."""
+    if mode is not None:
+        os.chmod(target, mode)
+    elif os.path.exists(final):
+        os.chmod(target, stat.S_IMODE(os.stat(final).st_mode))
+    if mtime_ns is not None:
+        os.utime(target, ns=(mtime_ns, mtime_ns))
+
+
+def rename_into(tmp: str, final: str) -> None:
+    try:
+        os.replace(tmp, final)
+    except IsADirectoryError:
+        raise StorageError(f"cannot write file {final}: a directory of that name exists",
+                           "remove it or sync with --delete") from None
 
 
 def unlink_quietly(path: str) -> None:

@@ -11,6 +11,7 @@ gpstage's own and not botocore/s3fs: docs/design.md, "Why gpstage's own S3 clien
 from __future__ import annotations
 
 import asyncio
+import functools
 import os
 from collections.abc import Mapping
 from contextlib import suppress
@@ -51,13 +52,15 @@ class S3Provider(RemoteProvider):
 
     def connect(self, url: str) -> Any:
         """A client for ``url``: its storage profile first, then the standard AWS environment."""
-        from gpstage.profiles import settings_for
+        from importlib.util import find_spec
 
-        try:
-            from gpstage.storage.s3client import NoCredentialsError, S3Client, credential_source, default_region
-        except ImportError as err:
-            raise MissingDependency(f"the s3:// scheme needs {err.name}, which is not installed",
-                                    "pip install 'gpstage[s3]'") from None
+        from gpstage.profiles import settings_for
+        from gpstage.storage.s3client import S3Client
+        from gpstage.storage.s3creds import NoCredentialsError, credential_source, default_region
+
+        for needed in ("aiohttp", "yarl"):  # imported on first use (streams and parts), checked here
+            if find_spec(needed) is None:
+                raise MissingDependency(f"the s3:// scheme needs {needed}, which is not installed", "pip install 'gpstage[s3]'")
         profile = settings_for(url)
         try:
             creds = credential_source(profile.secret("access_key_id"), profile.secret("secret_access_key"),
@@ -73,9 +76,11 @@ class S3Provider(RemoteProvider):
         except Exception as err:  # noqa: BLE001 - botocore's profile errors (ProfileNotFound, ...) in one line
             raise StorageError(f"{url}: cannot load AWS credentials ({err})",
                                "check aws_profile / key_file / AWS_PROFILE") from None
-        return S3Client(profile.endpoint or endpoint_url(), profile.region or default_region(profile.aws_profile), creds,
-                        connect_timeout=profile.connect_timeout or CONNECT_TIMEOUT_S,
-                        read_timeout=profile.read_timeout or READ_TIMEOUT_S, pool=POOL, write_headers=profile.s3_write_headers())
+        endpoint, region = profile.endpoint or endpoint_url(), profile.region or default_region(profile.aws_profile)
+        timeouts = {"connect_timeout": profile.connect_timeout or CONNECT_TIMEOUT_S,
+                    "read_timeout": profile.read_timeout or READ_TIMEOUT_S}
+        lane = fast_lane(endpoint, region, creds, timeouts) if profile.s3_fast_lane else None
+        return S3Client(endpoint, region, creds, **timeouts, pool=POOL, write_headers=profile.s3_write_headers(), lane=lane)
 
     async def disconnect(self, client: Any) -> None:
         await client.close()
@@ -107,6 +112,21 @@ class S3Provider(RemoteProvider):
             region = next((e.headers.get("x-amz-bucket-region") for e in facts.chain if hasattr(e, "headers")), None)
             return StorageError(f"{url}: the bucket is in another region{f' ({region})' if region else ''}",
                                 f"set AWS_REGION={region or 'the bucket region'}")
+        return None
+
+
+def fast_lane(endpoint: str | None, region: str, creds: Any, timeouts: dict[str, float]) -> Any:
+    """obstore's lane for small GETs and PUTs (:mod:`gpstage.storage.s3lane`), or None: obstore is not
+    installed, or the credentials expire (botocore refreshes those, and only the own client asks it)."""
+    from gpstage.storage.s3creds import Credentials
+
+    if not isinstance(creds, Credentials):
+        return None
+    try:
+        from gpstage.storage.s3lane import ObstoreLane
+
+        return ObstoreLane(endpoint, region, creds.access_key, creds.secret_key, creds.token, **timeouts, workers=POOL)
+    except ImportError:
         return None
 
 
@@ -216,8 +236,12 @@ class S3Tree(BucketTree):
         """Fetch ``rel`` into a temp file in ``dst``, renamed into place once its size is verified. Objects
         up to 1 MiB (most GenePattern outputs) take one GET and one write; larger ones stream in blocks."""
         key = self.object_key(rel)
-        if entry.size <= GET_WHOLE:  # written in a worker thread even when tiny: file creations overlap
-            return await self.fetch_whole(rel, entry, dst, dst_rel)
+        if entry.size <= GET_WHOLE:  # fetched and written in one worker thread: file creations overlap
+            write = functools.partial(dst.write_file, dst_rel or rel, entry=entry)
+            failed = await self.call(lambda: self.client.get_then(self.bucket, key, write), rel)
+            if failed is not None:
+                raise failed
+            return
 
         async def fetch(tmp: str) -> None:
             with open(tmp, "wb") as f:

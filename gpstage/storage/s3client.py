@@ -1,4 +1,8 @@
-"""A lean S3 client: the few requests a sync needs, signed with SigV4, over one aiohttp session.
+"""gpstage's own S3 client: the few requests a sync needs, signed with SigV4 by one signer, sent by
+whichever transport suits them: small answers (listings, HEADs, deletes) over the standard library
+(:mod:`gpstage.storage.s3plain`); whole-object GETs and single PUTs through obstore's fast lane
+(:mod:`gpstage.storage.s3lane`) when it takes them; streams, parts and copies over an aiohttp session
+made on first use.
 
 Why not botocore/s3fs: profiling a 1,000-file sync showed ~1 ms of client CPU per request inside
 botocore's request pipeline (serialisers, event hooks, signers) and ~0.35 s of imports, while the
@@ -17,98 +21,29 @@ import asyncio
 import base64
 import hashlib
 import hmac
-import os
-from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Callable
 from datetime import datetime, timedelta, timezone
 from email.utils import parsedate_to_datetime
 from typing import Any
 from urllib.parse import quote, unquote_plus, urlsplit
 from xml.etree import ElementTree
 
-import aiohttp
-from yarl import URL
+from gpstage.storage.s3creds import Credentials, Refreshing
+from gpstage.storage.s3lane import ClockSkewed, ObstoreLane
+from gpstage.storage.s3plain import PlainTransport, proxied
+from gpstage.storage.s3xml import (
+    META,
+    S3ResponseError,
+    child_text,
+    copy_source,
+    error_of,
+    http_date,
+    local_name,
+    meta_headers,
+    xml_escape,
+)
 
 UNSIGNED = "UNSIGNED-PAYLOAD"  # the body is protected by TLS, Content-MD5 and size checks, not the signature
-DEFAULT_REGION = "us-east-1"
-
-
-@dataclass(frozen=True)
-class Credentials:
-    access_key: str
-    secret_key: str
-    token: str | None = None
-
-
-class NoCredentialsError(Exception):
-    """No credentials in the environment, profile files, or any role botocore can reach."""
-
-
-class S3ResponseError(Exception):
-    """A non-2xx answer. ``status`` and ``response`` follow botocore's shape so that the retry policy
-    and the error descriptions read it the same way."""
-
-    def __init__(self, status: int, code: str, message: str, headers: Any = None) -> None:
-        super().__init__(f"{code}: {message}" if message else code)
-        self.status = status
-        self.code = code
-        self.headers = headers or {}
-        self.response = {"Error": {"Code": code, "Message": message}, "ResponseMetadata": {"HTTPStatusCode": status}}
-
-
-def credential_source(access_key: str | None = None, secret_key: str | None = None, token: str | None = None,
-                      aws_profile: str | None = None, credentials_file: str | None = None) -> Credentials | Refreshing:
-    """The credentials to sign with: the given static ones (a storage profile read them from the variables
-    it names), else static ones from the standard environment, else botocore's chain (profiles, SSO, web
-    identity, container and instance roles), refreshed when they expire."""
-    if not (access_key and secret_key) and not (aws_profile or credentials_file):
-        access_key, secret_key = os.environ.get("AWS_ACCESS_KEY_ID"), os.environ.get("AWS_SECRET_ACCESS_KEY")
-        token = os.environ.get("AWS_SESSION_TOKEN") or None
-    if access_key and secret_key:
-        return Credentials(access_key, secret_key, token)
-    import botocore.session
-
-    session = botocore.session.Session(profile=aws_profile)
-    if credentials_file:
-        session.set_config_variable("credentials_file", credentials_file)
-    found = session.get_credentials()
-    if found is None:
-        raise NoCredentialsError("no AWS credentials found")
-    return Refreshing(found)
-
-
-class Refreshing:
-    """botocore's credentials, frozen between refreshes. A refresh may call a role's endpoint (blocking
-    network I/O), so the client runs :meth:`refresh` in a worker thread, never in its event loop."""
-
-    def __init__(self, found: Any) -> None:
-        self.found = found
-        self.frozen: Credentials | None = None
-
-    def current(self) -> Credentials | None:
-        """The frozen credentials, or None when a refresh is due."""
-        due = getattr(self.found, "refresh_needed", None)  # only botocore's RefreshableCredentials expire
-        return None if self.frozen is None or (due is not None and due()) else self.frozen
-
-    def refresh(self) -> Credentials:
-        frozen = self.found.get_frozen_credentials()
-        self.frozen = Credentials(frozen.access_key, frozen.secret_key, frozen.token)
-        return self.frozen
-
-
-def default_region(aws_profile: str | None = None) -> str:
-    """``AWS_REGION`` / ``AWS_DEFAULT_REGION``, else the region of the AWS profile in use (read with
-    botocore, only when there is a config file to read), else us-east-1."""
-    region = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")
-    config = os.environ.get("AWS_CONFIG_FILE") or os.path.expanduser("~/.aws/config")
-    if not region and os.path.isfile(config):
-        try:
-            import botocore.session
-
-            region = botocore.session.Session(profile=aws_profile).get_config_variable("region")
-        except Exception:  # noqa: BLE001 - botocore absent, or a broken profile: the default region
-            region = None
-    return region or DEFAULT_REGION
 
 
 def encode_key(key: str) -> str:
@@ -163,19 +98,36 @@ class S3Client:
     store understands it); virtual-hosted style on AWS itself."""
 
     def __init__(self, endpoint: str | None, region: str, credentials: Credentials | Refreshing, *,
-                 connect_timeout: float, read_timeout: float, pool: int, write_headers: dict[str, str] | None = None) -> None:
+                 connect_timeout: float, read_timeout: float, pool: int, write_headers: dict[str, str] | None = None,
+                 lane: ObstoreLane | None = None) -> None:
+        self.lane = lane  # whole-object GETs and small PUTs through obstore, when it takes them (s3lane.py)
         self.custom_endpoint = endpoint is not None
         self.write_headers = write_headers or {}  # encryption and ACL for every object written (a storage profile's)
         self.endpoint = (endpoint or f"https://s3.{region}.amazonaws.com").rstrip("/")
         self.signer = Signer(region)
         self.credentials = credentials
-        self.session = aiohttp.ClientSession(
-            connector=aiohttp.TCPConnector(limit=pool, ttl_dns_cache=300),
-            timeout=aiohttp.ClientTimeout(total=None, sock_connect=connect_timeout, sock_read=read_timeout),
-            auto_decompress=False, skip_auto_headers=("User-Agent", "Accept-Encoding"), trust_env=True)
+        self.timeouts = (connect_timeout, read_timeout)
+        self.pool = pool
+        self.session: Any = None  # aiohttp's, made on first use: a sync of small files may never need it
+        self.plain = None if proxied() else PlainTransport(connect_timeout, read_timeout)  # listings, HEADs, deletes
+
+    def _session(self) -> Any:
+        if self.session is None:
+            import aiohttp
+
+            self.session = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(limit=self.pool, ttl_dns_cache=300),
+                timeout=aiohttp.ClientTimeout(total=None, sock_connect=self.timeouts[0], sock_read=self.timeouts[1]),
+                auto_decompress=False, skip_auto_headers=("User-Agent", "Accept-Encoding"), trust_env=True)
+        return self.session
 
     async def close(self) -> None:
-        await self.session.close()
+        if self.session is not None:
+            await self.session.close()
+        if self.plain is not None:
+            self.plain.close()
+        if self.lane is not None:
+            await asyncio.to_thread(self.lane.close)
 
     def _where(self, bucket: str, key: str) -> tuple[str, str, str]:
         """(scheme://host, host, canonical path) for ``bucket``/``key``."""
@@ -187,19 +139,25 @@ class S3Client:
         return f"{split.scheme}://{host}", host, f"/{encode_key(key)}"
 
     async def request(self, method: str, bucket: str, key: str = "", params: dict[str, str] | None = None,
-                      data: bytes | None = None, headers: dict[str, str] | None = None) -> aiohttp.ClientResponse:
+                      data: bytes | None = None, headers: dict[str, str] | None = None, small: bool = False) -> Any:
         """Send one signed request; raise :class:`S3ResponseError` unless it succeeded. The caller reads
-        (and thereby releases) the returned response."""
+        (and thereby releases) the returned response. ``small``: the answer is small and read whole, so
+        the request may go over the standard library in a worker thread (:mod:`gpstage.storage.s3plain`)."""
         base, host, path = self._where(bucket, key)
         query = canonical_query(params or {})
-        url = URL(f"{base}{path}?{query}" if query else f"{base}{path}", encoded=True)
+        target = f"{path}?{query}" if query else path
         for attempt in (1, 2):
             hdrs = {k.lower(): v for k, v in (headers or {}).items()}
             self.signer.sign(method, host, path, query, hdrs, await self._credentials())
-            resp = await self.session.request(method, url, data=data, headers=hdrs)
+            if small and self.plain is not None:
+                resp = await asyncio.to_thread(self.plain.send, method, base, target, hdrs, data)
+            else:
+                from yarl import URL
+
+                resp = await self._session().request(method, URL(f"{base}{target}", encoded=True), data=data, headers=hdrs)
             if resp.status < 300:
                 return resp
-            error = _error(resp.status, await resp.read(), resp.headers)
+            error = error_of(resp.status, await resp.read(), resp.headers)
             if attempt == 1 and error.code == "RequestTimeTooSkewed" and self._learn_clock(resp.headers):
                 continue  # signed again with the store's time: once, never in a loop
             raise error
@@ -227,23 +185,43 @@ class S3Client:
         params = {"list-type": "2", "prefix": prefix, "encoding-type": "url"}
         if token:
             params["continuation-token"] = token
-        resp = await self.request("GET", bucket, params=params)
+        resp = await self.request("GET", bucket, params=params, small=True)
         root = ElementTree.fromstring(await resp.read())
-        url_encoded = _text(root, "EncodingType") == "url"
+        url_encoded = child_text(root, "EncodingType") == "url"
         objects = []
         for node in root:
-            if _local(node.tag) != "Contents":
+            if local_name(node.tag) != "Contents":
                 continue
-            fields = {_local(c.tag): c.text or "" for c in node}
+            fields = {local_name(c.tag): c.text or "" for c in node}
             key = unquote_plus(fields["Key"]) if url_encoded else fields["Key"]
             objects.append({"Key": key, "Size": int(fields.get("Size") or 0), "ETag": fields.get("ETag"),
                             "LastModified": fields.get("LastModified")})
-        more = _text(root, "IsTruncated") == "true"
-        return objects, (_text(root, "NextContinuationToken") if more else None)
+        more = child_text(root, "IsTruncated") == "true"
+        return objects, (child_text(root, "NextContinuationToken") if more else None)
 
     async def get_bytes(self, bucket: str, key: str) -> bytes:
+        if self.lane is not None and self.lane.takes(key):
+            try:
+                return await self.lane.get(bucket, key)
+            except ClockSkewed:
+                self.lane = None  # from now on through this client, which adopts the store's clock
         resp = await self.request("GET", bucket, key)
         return await resp.read()
+
+    async def get_then(self, bucket: str, key: str, then: Callable[[bytes], None]) -> BaseException | None:
+        """The whole object handed to ``then`` in a worker thread (in the lane's, when it takes the key);
+        ``then``'s failure is returned (:meth:`ObstoreLane.get_then`)."""
+        if self.lane is not None and self.lane.takes(key):
+            try:
+                return await self.lane.get_then(bucket, key, then)
+            except ClockSkewed:
+                self.lane = None
+        data = await self.get_bytes(bucket, key)
+        try:
+            await asyncio.to_thread(then, data)
+        except Exception as exc:  # noqa: BLE001 - as the lane does
+            return exc
+        return None
 
     async def get_chunks(self, bucket: str, key: str, chunk: int) -> AsyncIterator[bytes]:
         resp = await self.request("GET", bucket, key)
@@ -260,7 +238,7 @@ class S3Client:
     async def head(self, bucket: str, key: str) -> dict[str, Any] | None:
         """HeadObject: size, ETag, LastModified and user metadata (``meta``), or None if there is no such key."""
         try:
-            resp = await self.request("HEAD", bucket, key)
+            resp = await self.request("HEAD", bucket, key, small=True)
         except S3ResponseError as err:
             if err.status == 404:
                 return None
@@ -269,10 +247,16 @@ class S3Client:
         h = resp.headers
         meta = {k[len(META):].lower(): v for k, v in h.items() if k.lower().startswith(META)}
         return {"Size": int(h.get("Content-Length") or 0), "ETag": h.get("ETag", ""),
-                "LastModified": _http_date(h.get("Last-Modified")), "meta": meta}
+                "LastModified": http_date(h.get("Last-Modified")), "meta": meta}
 
     async def put_bytes(self, bucket: str, key: str, data: bytes, metadata: dict[str, str] | None = None) -> str:
-        """PutObject with Content-MD5, so the store refuses a body damaged on the way; returns the ETag."""
+        """PutObject with Content-MD5 (or a signed payload, in the lane), so the store refuses a body damaged
+        on the way; returns the ETag."""
+        if self.lane is not None and self.lane.takes(key) and not (metadata or self.write_headers):
+            try:
+                return await self.lane.put(bucket, key, data)
+            except ClockSkewed:
+                self.lane = None
         md5 = base64.b64encode(hashlib.md5(data).digest()).decode()
         resp = await self.request("PUT", bucket, key, data=data,
                                   headers={"Content-MD5": md5, **self.write_headers, **meta_headers(metadata)})
@@ -282,7 +266,7 @@ class S3Client:
     async def create_multipart(self, bucket: str, key: str, metadata: dict[str, str] | None = None) -> str:
         resp = await self.request("POST", bucket, key, params={"uploads": ""},
                                   headers={**self.write_headers, **meta_headers(metadata)})
-        return _text(ElementTree.fromstring(await resp.read()), "UploadId") or ""
+        return child_text(ElementTree.fromstring(await resp.read()), "UploadId") or ""
 
     async def copy_object(self, bucket: str, key: str, src_bucket: str, src_key: str,
                           metadata: dict[str, str] | None = None) -> None:
@@ -293,7 +277,7 @@ class S3Client:
         resp = await self.request("PUT", bucket, key, headers=headers)
         text = await resp.read()  # S3 may answer 200 with an error inside the body
         if b"<Error>" in text:
-            raise _error(500, text, resp.headers)
+            raise error_of(500, text, resp.headers)
 
     async def upload_part_copy(self, bucket: str, key: str, upload_id: str, number: int, src_bucket: str, src_key: str,
                                first: int, last: int) -> str:
@@ -303,8 +287,8 @@ class S3Client:
                                            "x-amz-copy-source-range": f"bytes={first}-{last}"})
         text = await resp.read()
         if b"<Error>" in text:
-            raise _error(500, text, resp.headers)
-        return _text(ElementTree.fromstring(text), "ETag") or ""
+            raise error_of(500, text, resp.headers)
+        return child_text(ElementTree.fromstring(text), "ETag") or ""
 
     async def upload_part(self, bucket: str, key: str, upload_id: str, number: int, data: bytes) -> str:
         resp = await self.request("PUT", bucket, key, params={"partNumber": str(number), "uploadId": upload_id}, data=data)
@@ -312,12 +296,12 @@ class S3Client:
         return resp.headers["ETag"]
 
     async def complete_multipart(self, bucket: str, key: str, upload_id: str, etags: list[str]) -> None:
-        parts = "".join(f"<Part><PartNumber>{i}</PartNumber><ETag>{_xml_escape(e)}</ETag></Part>" for i, e in enumerate(etags, 1))
+        parts = "".join(f"<Part><PartNumber>{i}</PartNumber><ETag>{xml_escape(e)}</ETag></Part>" for i, e in enumerate(etags, 1))
         body = f"<CompleteMultipartUpload>{parts}</CompleteMultipartUpload>".encode()
         resp = await self.request("POST", bucket, key, params={"uploadId": upload_id}, data=body)
         text = await resp.read()  # S3 may answer 200 with an error inside the body
         if b"<Error>" in text:
-            raise _error(500, text, resp.headers)
+            raise error_of(500, text, resp.headers)
 
     async def list_multipart_page(self, bucket: str, prefix: str, markers: tuple[str, str] | None
                                   ) -> tuple[list[tuple[str, str]], tuple[str, str] | None]:
@@ -325,77 +309,30 @@ class S3Client:
         params = {"uploads": "", "prefix": prefix, "encoding-type": "url"}
         if markers:
             params["key-marker"], params["upload-id-marker"] = markers
-        root = ElementTree.fromstring(await (await self.request("GET", bucket, params=params)).read())
-        url_encoded = _text(root, "EncodingType") == "url"
+        root = ElementTree.fromstring(await (await self.request("GET", bucket, params=params, small=True)).read())
+        url_encoded = child_text(root, "EncodingType") == "url"
         uploads = []
         for node in root:
-            if _local(node.tag) == "Upload":
-                fields = {_local(c.tag): c.text or "" for c in node}
+            if local_name(node.tag) == "Upload":
+                fields = {local_name(c.tag): c.text or "" for c in node}
                 uploads.append((unquote_plus(fields["Key"]) if url_encoded else fields["Key"], fields["UploadId"]))
-        more = _text(root, "IsTruncated") == "true"
-        next_markers = (_text(root, "NextKeyMarker") or "", _text(root, "NextUploadIdMarker") or "") if more else None
+        more = child_text(root, "IsTruncated") == "true"
+        next_markers = (child_text(root, "NextKeyMarker") or "", child_text(root, "NextUploadIdMarker") or "") if more else None
         return uploads, next_markers
 
     async def abort_multipart(self, bucket: str, key: str, upload_id: str) -> None:
-        resp = await self.request("DELETE", bucket, key, params={"uploadId": upload_id})
+        resp = await self.request("DELETE", bucket, key, params={"uploadId": upload_id}, small=True)
         resp.release()
 
     async def delete_objects(self, bucket: str, keys: list[str]) -> None:
         """DeleteObjects for up to 1,000 keys; any per-key error fails the call."""
-        objects = "".join(f"<Object><Key>{_xml_escape(k)}</Key></Object>" for k in keys)
+        objects = "".join(f"<Object><Key>{xml_escape(k)}</Key></Object>" for k in keys)
         body = f"<Delete><Quiet>true</Quiet>{objects}</Delete>".encode()
         md5 = base64.b64encode(hashlib.md5(body).digest()).decode()
-        resp = await self.request("POST", bucket, params={"delete": ""}, data=body, headers={"Content-MD5": md5})
+        resp = await self.request("POST", bucket, params={"delete": ""}, data=body, headers={"Content-MD5": md5}, small=True)
         root = ElementTree.fromstring(await resp.read())
         for node in root:
-            if _local(node.tag) == "Error":
-                fields = {_local(c.tag): c.text or "" for c in node}
+            if local_name(node.tag) == "Error":
+                fields = {local_name(c.tag): c.text or "" for c in node}
                 raise S3ResponseError(500, fields.get("Code", "DeleteFailed"),
                                       f"{fields.get('Key')}: {fields.get('Message', '')}")
-
-
-META = "x-amz-meta-"
-
-
-def meta_headers(metadata: dict[str, str] | None) -> dict[str, str]:
-    return {f"{META}{k}": v for k, v in (metadata or {}).items()}
-
-
-def copy_source(bucket: str, key: str) -> str:
-    return quote(f"/{bucket}/{key}", safe="/~")
-
-
-def _http_date(value: str | None) -> datetime | None:
-    try:
-        return parsedate_to_datetime(value) if value else None
-    except (TypeError, ValueError):
-        return None
-
-
-def _local(tag: str) -> str:
-    return tag.rpartition("}")[2]
-
-
-def _text(root: ElementTree.Element, name: str) -> str | None:
-    for node in root:
-        if _local(node.tag) == name:
-            return node.text
-    return None
-
-
-def _xml_escape(text: str) -> str:
-    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;").replace('"', "&quot;")
-
-
-def _error(status: int, body: bytes, headers: Any) -> S3ResponseError:
-    code, message = str(status), ""
-    if body:
-        try:
-            root = ElementTree.fromstring(body)
-            code = _text(root, "Code") or code
-            message = _text(root, "Message") or ""
-        except ElementTree.ParseError:
-            message = body[:200].decode(errors="replace")
-    elif status == 404:
-        code = "NoSuchKey"
-    return S3ResponseError(status, code, message, headers)

@@ -1,0 +1,98 @@
+"""S3 requests with small answers (listings, HEADs, deletes) over the standard library's http.client.
+
+Why: a sync of a GenePattern job dir (20 small files) is mostly start-up, and importing aiohttp costs
+~0.13 s of it (it builds two SSL contexts at import, even for an http endpoint). With the fast lane
+(:mod:`gpstage.storage.s3lane`) taking the GETs and PUTs, a listing was the only reason left to import
+aiohttp; listing pages are requested one after another anyway, so a blocking connection in a worker
+thread costs nothing in concurrency. aiohttp stays for what streams or goes in parts.
+
+Not used when a proxy is configured (``HTTP(S)_PROXY``/``ALL_PROXY``): aiohttp honours those, this does
+not. Connections are kept and reused; one that failed is closed, never reused.
+"""
+
+from __future__ import annotations
+
+import http.client
+import os
+import threading
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit
+
+PROXY_VARIABLES = ("http_proxy", "https_proxy", "all_proxy")
+
+
+def proxied() -> bool:
+    return any(os.environ.get(v) or os.environ.get(v.upper()) for v in PROXY_VARIABLES)
+
+
+@dataclass
+class PlainResponse:
+    """The little of aiohttp's response the client reads: status, headers, body."""
+
+    status: int
+    headers: Any  # http.client.HTTPMessage: .get() as aiohttp's headers
+    body: bytes
+
+    async def read(self) -> bytes:
+        return self.body
+
+    def release(self) -> None:
+        pass
+
+
+class PlainTransport:
+    """Blocking requests to one endpoint's hosts, on kept connections (call from worker threads)."""
+
+    def __init__(self, connect_timeout: float, read_timeout: float) -> None:
+        self.connect_timeout = connect_timeout
+        self.read_timeout = read_timeout
+        self.idle: dict[str, list[http.client.HTTPConnection]] = {}
+        self.lock = threading.Lock()
+        self._tls: Any = None
+
+    def send(self, method: str, base: str, target: str, headers: dict[str, str], body: bytes | None = None) -> PlainResponse:
+        """One request to ``base`` (scheme://host) for ``target`` (path?query, already encoded)."""
+        conn = self._take(base)
+        try:
+            conn.request(method, target, body=body, headers=headers)
+            resp = conn.getresponse()
+            data = resp.read()
+        except BaseException:
+            conn.close()
+            raise
+        if resp.will_close:
+            conn.close()
+        else:
+            with self.lock:
+                self.idle.setdefault(base, []).append(conn)
+        return PlainResponse(resp.status, resp.headers, data)
+
+    def close(self) -> None:
+        with self.lock:
+            for conns in self.idle.values():
+                for conn in conns:
+                    conn.close()
+            self.idle.clear()
+
+    def _take(self, base: str) -> http.client.HTTPConnection:
+        with self.lock:
+            kept = self.idle.get(base)
+            if kept:
+                return kept.pop()
+        split = urlsplit(base)
+        if split.scheme == "https":
+            conn: http.client.HTTPConnection = http.client.HTTPSConnection(split.netloc, timeout=self.connect_timeout,
+                                                                           context=self._context())
+        else:
+            conn = http.client.HTTPConnection(split.netloc, timeout=self.connect_timeout)
+        conn.connect()
+        conn.sock.settimeout(self.read_timeout)  # connected: from now on the wait for each read
+        return conn
+
+    def _context(self) -> Any:
+        if self._tls is None:
+            import ssl
+
+            self._tls = ssl.create_default_context()  # honours SSL_CERT_FILE / SSL_CERT_DIR, as aiohttp does
+        return self._tls

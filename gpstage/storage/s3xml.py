@@ -1,0 +1,69 @@
+"""The XML and header parsing of gpstage's S3 client: S3 answers in XML, errors included, and keeps
+its error code in the body, not in the status line."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from email.utils import parsedate_to_datetime
+from typing import Any
+from urllib.parse import quote
+from xml.etree import ElementTree
+
+
+class S3ResponseError(Exception):
+    """A non-2xx answer. ``status`` and ``response`` follow botocore's shape so that the retry policy
+    and the error descriptions read it the same way."""
+
+    def __init__(self, status: int, code: str, message: str, headers: Any = None) -> None:
+        super().__init__(f"{code}: {message}" if message else code)
+        self.status = status
+        self.code = code
+        self.headers = headers or {}
+        self.response = {"Error": {"Code": code, "Message": message}, "ResponseMetadata": {"HTTPStatusCode": status}}
+
+
+def http_date(value: str | None) -> datetime | None:
+    try:
+        return parsedate_to_datetime(value) if value else None
+    except (TypeError, ValueError):
+        return None
+
+
+def local_name(tag: str) -> str:
+    return tag.rpartition("}")[2]
+
+
+def child_text(root: ElementTree.Element, name: str) -> str | None:
+    for node in root:
+        if local_name(node.tag) == name:
+            return node.text
+    return None
+
+
+def xml_escape(text: str) -> str:
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;").replace('"', "&quot;")
+
+
+def error_of(status: int, body: bytes, headers: Any) -> S3ResponseError:
+    code, message = str(status), ""
+    if body:
+        try:
+            root = ElementTree.fromstring(body)
+            code = child_text(root, "Code") or code
+            message = child_text(root, "Message") or ""
+        except ElementTree.ParseError:
+            message = body[:200].decode(errors="replace")
+    elif status == 404:
+        code = "NoSuchKey"
+    return S3ResponseError(status, code, message, headers)
+
+
+META = "x-amz-meta-"
+
+
+def meta_headers(metadata: dict[str, str] | None) -> dict[str, str]:
+    return {f"{META}{k}": v for k, v in (metadata or {}).items()}
+
+
+def copy_source(bucket: str, key: str) -> str:
+    return quote(f"/{bucket}/{key}", safe="/~")

@@ -1,0 +1,98 @@
+"""gpstage's S3 client sends each request by the transport that suits it (docs/design.md, "The S3 fast
+lane"): whole-object GETs and single PUTs through obstore, listings/HEADs/deletes over the standard
+library, streams and parts over aiohttp. These tests pin what each transport must keep: the same bytes,
+modes and mtimes whichever way an object went, the own client for keys obstore cannot name, and errors in
+the shapes the retry policy and the one-line messages read."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from pathlib import Path
+
+import pytest
+
+from gpstage.errors import StorageError
+from gpstage.storage.s3client import S3Client
+from gpstage.storage.s3creds import Credentials
+from gpstage.storage.s3lane import ClockSkewed, ObstoreLane, translate
+from gpstage.storage.s3xml import S3ResponseError
+from gpstage.sync import sync
+from gpstage.testing.storage import snapshot
+
+pytestmark = pytest.mark.timeout(180)
+
+
+def lane(endpoint: str) -> ObstoreLane:
+    return ObstoreLane(endpoint, "us-east-1", os.environ["AWS_ACCESS_KEY_ID"], os.environ["AWS_SECRET_ACCESS_KEY"], None,
+                       connect_timeout=2, read_timeout=10, workers=4)
+
+
+def tree_with(tmp_path: Path, names: list[str]) -> Path:
+    src = tmp_path / "src"
+    for i, name in enumerate(names):
+        p = src / name
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_bytes(os.urandom(100 + i))
+        p.chmod(0o640 if i % 2 else 0o755)
+        os.utime(p, ns=(1_700_000_000_123_456_789 + i, 1_700_000_000_123_456_789 + i))
+    return src
+
+
+@pytest.mark.parametrize("fast_lane", [True, False])
+def test_a_round_trip_is_identical_with_and_without_the_lane(tmp_path: Path, bucket: str, fast_lane: bool) -> None:
+    """Keys obstore cannot name (a tab, below) take the own client within the same sync."""
+    Path(os.environ["GPSTAGE_CONFIG"]).write_text(f'[storage."s3://{bucket}/"]\ns3_fast_lane = {str(fast_lane).lower()}\n')
+    src = tree_with(tmp_path, ["a.txt", "d/b c+d.txt", "d/e/ünï.txt", "tab\there.txt", "big.bin"])
+    (src / "big.bin").write_bytes(os.urandom(3 * 2**20))  # above the lane's whole-GET size: streamed by aiohttp
+    url = f"s3://{bucket}/lane-{fast_lane}"
+    sync(str(src), url)
+    sync(url, str(tmp_path / "back"))
+    assert snapshot(tmp_path / "back") == snapshot(src)
+
+
+def test_the_lane_answers_in_the_clients_error_shapes(bucket: str, s3_endpoint: str) -> None:
+    async def go() -> list[BaseException]:
+        ours, nowhere = lane(s3_endpoint), lane("http://127.0.0.1:9")
+        errors = []
+        for call in (ours.get(bucket, "no/such/key"), ours.put("no-such-bucket-here", "k", b"x"), nowhere.get(bucket, "k")):
+            try:
+                await call
+            except Exception as exc:  # noqa: BLE001 - collected for the asserts
+                errors.append(exc)
+        ours.close()
+        nowhere.close()
+        return errors
+
+    missing, no_bucket, unreachable = asyncio.run(go())
+    assert isinstance(missing, S3ResponseError) and (missing.status, missing.code) == (404, "NoSuchKey")
+    assert isinstance(no_bucket, S3ResponseError) and no_bucket.code == "NoSuchBucket"
+    assert isinstance(unreachable, ConnectionRefusedError)
+
+
+def test_a_refused_clock_falls_back_to_the_client_that_adopts_the_stores_time() -> None:
+    """obstore signs with this machine's clock; the store's refusal sends the request to the own client."""
+    text = ("Generic S3 error: Error performing PUT http://127.0.0.1/b/k - Server returned non-2xx status code: "
+            "403 Forbidden: <Error><Code>RequestTimeTooSkewed</Code><Message>too far</Message></Error>")
+    assert isinstance(translate(Exception(text)), ClockSkewed)
+
+
+def test_a_store_behind_an_unreachable_endpoint_fails_with_one_line(tmp_path: Path, bucket: str) -> None:
+    Path(os.environ["GPSTAGE_CONFIG"]).write_text(f'[storage."s3://{bucket}/"]\nendpoint = "http://127.0.0.1:9"\n'
+                                                  "retry = {attempts = 2, base_delay = 0.01}\n")
+    src = tree_with(tmp_path, ["a.txt"])
+    with pytest.raises(StorageError) as err:
+        sync(str(src), f"s3://{bucket}/nowhere")
+    assert "cannot reach the S3 endpoint http://127.0.0.1:9" in str(err.value) and "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize("key, taken", [("a/b c.txt", True), ("ü/%41+=&.txt", True), ("dir/", False), ("a//b", False),
+                                         ("./a", False), ("a/../b", False), ("tab\tx", False), ("/abs", False)])
+def test_the_lane_takes_only_keys_obstore_names_exactly(key: str, taken: bool) -> None:
+    assert ObstoreLane.takes(key) is taken
+
+
+def test_a_proxy_in_the_environment_keeps_every_request_on_aiohttp(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HTTPS_PROXY", "http://proxy.example:3128")
+    client = S3Client("http://127.0.0.1:9", "us-east-1", Credentials("k", "s"), connect_timeout=1, read_timeout=1, pool=1)
+    assert client.plain is None  # aiohttp honours the proxy variables; http.client would not
