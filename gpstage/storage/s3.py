@@ -243,12 +243,8 @@ class S3Tree(BucketTree):
                 raise failed
             return
 
-        async def fetch(tmp: str) -> None:
-            with open(tmp, "wb") as f:
-                async for block in self.client.get_chunks(self.bucket, key, DOWNLOAD_CHUNK):
-                    f.write(block)
-
-        await self.fetch_into(rel, entry, dst, dst_rel, fetch)
+        await self.fetch_into(rel, entry, dst, dst_rel,
+                              lambda tmp: self.client.get_to_file(self.bucket, key, tmp, DOWNLOAD_CHUNK))
 
     async def abort_incomplete(self, rels: list[str] | None = None) -> int:
         """Abort multipart uploads left under the root by a killed writer: those of ``rels`` (about to be

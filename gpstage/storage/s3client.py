@@ -21,7 +21,7 @@ import asyncio
 import base64
 import hashlib
 import hmac
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import datetime, timedelta, timezone
 from email.utils import parsedate_to_datetime
 from typing import Any
@@ -43,6 +43,7 @@ from gpstage.storage.s3xml import (
     xml_escape,
 )
 
+NOT_TAKEN = object()  # what S3Client._in_lane answers when the request is the own client's to send
 UNSIGNED = "UNSIGNED-PAYLOAD"  # the body is protected by TLS, Content-MD5 and size checks, not the signature
 
 
@@ -199,29 +200,46 @@ class S3Client:
         more = child_text(root, "IsTruncated") == "true"
         return objects, (child_text(root, "NextContinuationToken") if more else None)
 
+    async def _in_lane(self, key: str, op: Callable[[ObstoreLane], Awaitable[Any]], writes: bool = False) -> Any:
+        """``op(lane)`` when the lane takes ``key`` (``writes``: and the write needs no header of the own
+        client's); :data:`NOT_TAKEN` otherwise. A store that refuses the lane's clock gets NOT_TAKEN too,
+        and from then on every request of this client's, which adopts the store's clock."""
+        if self.lane is None or not self.lane.takes(key) or (writes and self.write_headers):
+            return NOT_TAKEN
+        try:
+            return await op(self.lane)
+        except ClockSkewed:
+            self.lane = None
+            return NOT_TAKEN
+
     async def get_bytes(self, bucket: str, key: str) -> bytes:
-        if self.lane is not None and self.lane.takes(key):
-            try:
-                return await self.lane.get(bucket, key)
-            except ClockSkewed:
-                self.lane = None  # from now on through this client, which adopts the store's clock
+        done = await self._in_lane(key, lambda lane: lane.get(bucket, key))
+        if done is not NOT_TAKEN:
+            return done
         resp = await self.request("GET", bucket, key)
         return await resp.read()
 
     async def get_then(self, bucket: str, key: str, then: Callable[[bytes], None]) -> BaseException | None:
         """The whole object handed to ``then`` in a worker thread (in the lane's, when it takes the key);
         ``then``'s failure is returned (:meth:`ObstoreLane.get_then`)."""
-        if self.lane is not None and self.lane.takes(key):
-            try:
-                return await self.lane.get_then(bucket, key, then)
-            except ClockSkewed:
-                self.lane = None
+        done = await self._in_lane(key, lambda lane: lane.get_then(bucket, key, then))
+        if done is not NOT_TAKEN:
+            return done
         data = await self.get_bytes(bucket, key)
         try:
             await asyncio.to_thread(then, data)
         except Exception as exc:  # noqa: BLE001 - as the lane does
             return exc
         return None
+
+    async def get_to_file(self, bucket: str, key: str, path: str, chunk: int) -> None:
+        """Stream the object into the file ``path`` (created or truncated) in blocks of ``chunk`` bytes: in
+        one of the lane's threads when it takes the key, else from aiohttp with the writes in a thread."""
+        if await self._in_lane(key, lambda lane: lane.get_to_file(bucket, key, path, chunk)) is not NOT_TAKEN:
+            return
+        with open(path, "wb") as f:
+            async for block in self.get_chunks(bucket, key, chunk):
+                await asyncio.to_thread(f.write, block)
 
     async def get_chunks(self, bucket: str, key: str, chunk: int) -> AsyncIterator[bytes]:
         resp = await self.request("GET", bucket, key)
@@ -252,11 +270,10 @@ class S3Client:
     async def put_bytes(self, bucket: str, key: str, data: bytes, metadata: dict[str, str] | None = None) -> str:
         """PutObject with Content-MD5 (or a signed payload, in the lane), so the store refuses a body damaged
         on the way; returns the ETag."""
-        if self.lane is not None and self.lane.takes(key) and not (metadata or self.write_headers):
-            try:
-                return await self.lane.put(bucket, key, data)
-            except ClockSkewed:
-                self.lane = None
+        if not metadata:
+            done = await self._in_lane(key, lambda lane: lane.put(bucket, key, data), writes=True)
+            if done is not NOT_TAKEN:
+                return done
         md5 = base64.b64encode(hashlib.md5(data).digest()).decode()
         resp = await self.request("PUT", bucket, key, data=data,
                                   headers={"Content-MD5": md5, **self.write_headers, **meta_headers(metadata)})

@@ -40,6 +40,9 @@ _MESSAGE = re.compile(r"<Message>([^<]*)</Message>")
 _UNSAFE_SEGMENT = re.compile(r"(^|/)\.{1,2}(/|$)|//|^/|/$|[\x00-\x1f\x7f]")
 
 
+NO_OVERALL_LIMIT = timedelta(days=1)  # obstore's default is 30 s for a whole request, body included
+
+
 class ClockSkewed(Exception):
     """The store refused the request's time; the caller falls back to the client that adopts the store's clock."""
 
@@ -57,7 +60,8 @@ class ObstoreLane:
         self.secrets = {"access_key_id": access_key, "secret_access_key": secret_key, "session_token": token or ""}
         self.client_options: dict[str, Any] = {
             "connect_timeout": timedelta(seconds=connect_timeout),
-            "timeout": timedelta(seconds=connect_timeout + read_timeout),  # obstore has no per-read timeout
+            "read_timeout": timedelta(seconds=read_timeout),  # each read, as the own client's sock_read
+            "timeout": NO_OVERALL_LIMIT,  # a large object may take long: a stall is the read timeout's to catch
             "allow_http": bool(endpoint and endpoint.startswith("http://")),
         }
         self.pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="gpstage-s3lane")
@@ -116,6 +120,20 @@ class ObstoreLane:
 
         store = self.store(bucket)
         return await self._run(lambda: obstore.put(store, key, data, use_multipart=False)["e_tag"] or "")
+
+    async def get_to_file(self, bucket: str, key: str, path: str, chunk: int) -> None:
+        """One GET streamed into the file ``path`` (created or truncated), ``chunk`` bytes or more at a time,
+        reads and writes in one worker thread: memory stays at about one chunk per download."""
+        import obstore
+
+        store = self.store(bucket)
+
+        def stream() -> None:
+            with open(path, "wb") as f:
+                for block in obstore.get(store, key).stream(min_chunk_size=chunk):
+                    f.write(block)
+
+        await self._run(stream)
 
     async def _run(self, call: Any) -> Any:
         try:
