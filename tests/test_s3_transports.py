@@ -51,6 +51,17 @@ def test_a_round_trip_is_identical_with_and_without_the_lane(tmp_path: Path, buc
     assert snapshot(tmp_path / "back") == snapshot(src)
 
 
+def test_a_large_object_comes_down_in_ranges_written_in_place(tmp_path: Path, bucket: str,
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("gpstage.storage.s3lane.RANGE_PART", 2**20)  # 3.5 MiB: four ranges, the last a short one
+    src = tree_with(tmp_path, ["big.bin"])
+    (src / "big.bin").write_bytes(os.urandom(7 * 2**19))
+    os.utime(src / "big.bin", ns=(1_700_000_000_000_000_000, 1_700_000_000_000_000_000))
+    sync(str(src), f"s3://{bucket}/ranged")
+    sync(f"s3://{bucket}/ranged", str(tmp_path / "back"))
+    assert snapshot(tmp_path / "back") == snapshot(src)
+
+
 def test_the_lane_answers_in_the_clients_error_shapes(bucket: str, s3_endpoint: str) -> None:
     async def go() -> list[BaseException]:
         ours, nowhere = lane(s3_endpoint), lane("http://127.0.0.1:9")

@@ -244,7 +244,7 @@ class S3Tree(BucketTree):
             return
 
         await self.fetch_into(rel, entry, dst, dst_rel,
-                              lambda tmp: self.client.get_to_file(self.bucket, key, tmp, DOWNLOAD_CHUNK))
+                              lambda tmp: self.client.get_to_file(self.bucket, key, tmp, DOWNLOAD_CHUNK, entry.size, entry.etag))
 
     async def abort_incomplete(self, rels: list[str] | None = None) -> int:
         """Abort multipart uploads left under the root by a killed writer: those of ``rels`` (about to be

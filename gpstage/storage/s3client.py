@@ -232,10 +232,11 @@ class S3Client:
             return exc
         return None
 
-    async def get_to_file(self, bucket: str, key: str, path: str, chunk: int) -> None:
-        """Stream the object into the file ``path`` (created or truncated) in blocks of ``chunk`` bytes: in
-        one of the lane's threads when it takes the key, else from aiohttp with the writes in a thread."""
-        if await self._in_lane(key, lambda lane: lane.get_to_file(bucket, key, path, chunk)) is not NOT_TAKEN:
+    async def get_to_file(self, bucket: str, key: str, path: str, chunk: int, size: int, etag: str | None) -> None:
+        """Stream the object (listed with ``size``/``etag``) into the file ``path``, created or truncated, in
+        blocks of ``chunk`` bytes: through the lane when it takes the key (:meth:`ObstoreLane.get_to_file`:
+        in ranges when large), else from aiohttp with the writes in a thread."""
+        if await self._in_lane(key, lambda lane: lane.get_to_file(bucket, key, path, chunk, size, etag)) is not NOT_TAKEN:
             return
         with open(path, "wb") as f:
             async for block in self.get_chunks(bucket, key, chunk):
@@ -308,7 +309,8 @@ class S3Client:
         return child_text(ElementTree.fromstring(text), "ETag") or ""
 
     async def upload_part(self, bucket: str, key: str, upload_id: str, number: int, data: bytes) -> str:
-        resp = await self.request("PUT", bucket, key, params={"partNumber": str(number), "uploadId": upload_id}, data=data)
+        resp = await self.request("PUT", bucket, key, params={"partNumber": str(number), "uploadId": upload_id}, data=data,
+                                  small=True)  # http.client in a thread: sent from the bytes as they are, no copy
         resp.release()
         return resp.headers["ETag"]
 

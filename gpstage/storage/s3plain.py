@@ -1,10 +1,13 @@
-"""S3 requests with small answers (listings, HEADs, deletes) over the standard library's http.client.
+"""S3 requests with small answers (listings, HEADs, deletes, multipart parts) over the standard library's
+http.client, each in a worker thread.
 
 Why: a sync of a GenePattern job dir (20 small files) is mostly start-up, and importing aiohttp costs
 ~0.13 s of it (it builds two SSL contexts at import, even for an http endpoint). With the fast lane
 (:mod:`gpstage.storage.s3lane`) taking the GETs and PUTs, a listing was the only reason left to import
 aiohttp; listing pages are requested one after another anyway, so a blocking connection in a worker
-thread costs nothing in concurrency. aiohttp stays for what streams or goes in parts.
+thread costs nothing in concurrency. A multipart part is sent from its bytes as they are (aiohttp kept a
+copy in its transport buffer: (b) 256 MiB up peaked at 147 MiB RSS, 108–133 MiB this way) while the
+event loop goes on. aiohttp stays for streamed and ranged GETs, copies, and when a proxy is set.
 
 Not used when a proxy is configured (``HTTP(S)_PROXY``/``ALL_PROXY``): aiohttp honours those, this does
 not. Connections are kept and reused; one that failed is closed, never reused.
