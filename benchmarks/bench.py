@@ -25,7 +25,7 @@ from pathlib import Path
 
 import datasets
 import report
-from measure import run_measured
+from measure import compile_project, run_measured
 from runner import Case, Runner
 from servers import SERVERS, Server
 from tools import ALL_TOOLS, DEFAULT_TOOLS, VENV_BIN, Aws, hermetic_env, make_tools
@@ -145,6 +145,7 @@ def main(argv: list[str]) -> int:
     missing = [f"{t.name}: {m}" for t in tools if (m := t.missing())]
     if missing:
         raise SystemExit("bench.py: missing " + "; ".join(missing))
+    compile_project()  # start-up as installed, not from source
     with ThreadPoolExecutor(1) as pool:  # the aws CLI venv installs while the data sets are generated
         aws_ready = [pool.submit(t.ensure, say) for t in tools if isinstance(t, Aws)]
         say(f"generating/reusing data sets under {work / 'data'}")

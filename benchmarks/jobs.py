@@ -227,6 +227,10 @@ def main() -> int:
     args = ap.parse_args()
     global STORAGE_ROOT
     parallel = os.cpu_count() or 1
+    sys.path.insert(0, str(HERE))
+    from measure import compile_project
+
+    compile_project()  # start-up as installed, not from source
     with tempfile.TemporaryDirectory(prefix="gpstage-jobs-bench-") as tmp, contextlib.ExitStack() as stack:
         base = Path(tmp)
         if args.storage == "s3":

@@ -84,3 +84,18 @@ def run_quiet(cmd: list[str], env: dict[str, str] | None = None, timeout: float 
     except (OSError, subprocess.SubprocessError):
         return "?"
     return (done.stdout or done.stderr).strip() or "?"
+
+
+PROJECT_PACKAGES = ("gpstage", "launchers", "container_entry", "frontends")
+
+
+def compile_project() -> None:
+    """Write the bytecode of gpstage's own packages, as ``pip install`` does for an installed wheel. An
+    editable checkout under ``PYTHONDONTWRITEBYTECODE=1`` (common in containers and CI) never writes it,
+    and every start-up would then be timed with its modules compiled from source (~20-30 ms here)."""
+    import compileall
+
+    root = Path(__file__).resolve().parent.parent
+    for package in PROJECT_PACKAGES:
+        compileall.compile_dir(str(root / package), quiet=1)
+
