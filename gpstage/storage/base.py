@@ -239,7 +239,10 @@ class RemoteTree(ABC):
             found = Manifest.parse(await self.read_bytes(f"{prefix}/{MANIFEST_NAME}" if prefix else MANIFEST_NAME), prefix)
             if not prefix:
                 self.root_manifest = found
-            self.manifest.merge(found)
+            if len(manifests) == 1:
+                self.manifest = found  # the one manifest, not a copy of it (100,000 entries are ~5 MiB of dict)
+            else:
+                self.manifest.merge(found)
         self.manifest.apply(tree, self.url)
         return tree
 

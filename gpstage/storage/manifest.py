@@ -19,6 +19,7 @@ was synced on its own) are merged; the newest valid entry wins.
 from __future__ import annotations
 
 import json
+import sys
 import time
 from typing import Any
 
@@ -35,10 +36,36 @@ def _mode(text: Any) -> int | None:
         return None
 
 
+# A file's entry in memory: (size, etag, mtime_ns, mode text, md5) as stored, md5 SAME_AS_ETAG when it is
+# the ETag's own hex (every single-part upload). A tuple, not the parsed dict: a 100,000-file manifest
+# holds 29 MiB this way against 52 MiB (measured with tracemalloc), and a no-op holds one of each tree.
+Record = tuple[Any, Any, Any, Any, Any]
+SAME_AS_ETAG = True
+
+
+def _record(size: Any, etag: Any, mtime_ns: Any, mode: Any, md5: Any) -> Record:
+    if md5 is not None and isinstance(etag, str) and etag[1:-1] == md5:
+        md5 = SAME_AS_ETAG
+    return (size, etag, mtime_ns, sys.intern(mode) if isinstance(mode, str) else mode, md5)
+
+
+def _stored(rec: Record) -> dict[str, Any]:
+    """The record as the format writes it (the inverse of parsing)."""
+    size, etag, mtime_ns, mode, md5 = rec
+    out: dict[str, Any] = {"size": size, "etag": etag}
+    if mtime_ns is not None:
+        out["mtime_ns"] = mtime_ns
+    if mode is not None:
+        out["mode"] = mode
+    if md5 is not None:
+        out["md5"] = etag[1:-1] if md5 is SAME_AS_ETAG else md5
+    return out
+
+
 class Manifest:
     """Entries keyed by path relative to the tree root the manifest describes."""
 
-    def __init__(self, files: dict[str, dict[str, Any]] | None = None, dirs: dict[str, dict[str, Any]] | None = None,
+    def __init__(self, files: dict[str, Record] | None = None, dirs: dict[str, dict[str, Any]] | None = None,
                  written_ns: int = 0) -> None:
         self.files = files or {}
         self.dirs = dirs or {}
@@ -46,15 +73,25 @@ class Manifest:
 
     @classmethod
     def parse(cls, data: bytes, prefix: str = "") -> Manifest:
-        """Parse a manifest found at ``prefix`` (relative to the listing root); bad or foreign content is ignored."""
+        """Parse a manifest found at ``prefix`` (relative to the listing root); bad or foreign content is
+        ignored. The caller hands over ``data``: it is released once decoded (16 MiB for 100,000 files)."""
         try:
-            doc = json.loads(data)
-        except (ValueError, UnicodeDecodeError):
+            text = data.decode()
+        except UnicodeDecodeError:
             return cls()
+        del data
+        try:
+            doc = json.loads(text)
+        except ValueError:
+            return cls()
+        del text
         if not isinstance(doc, dict) or doc.get("format") != FORMAT or doc.get("version") != VERSION:
             return cls()
         pre = f"{prefix}/" if prefix else ""
-        files = {pre + k: v for k, v in (doc.get("files") or {}).items() if isinstance(v, dict)}
+        raw = doc.pop("files", None) or {}
+        files = {pre + k: _record(v.get("size"), v.get("etag"), v.get("mtime_ns"), v.get("mode"), v.get("md5"))
+                 for k, v in raw.items() if isinstance(v, dict)}
+        del raw
         dirs = {pre + k: v for k, v in (doc.get("dirs") or {}).items() if isinstance(v, dict)}
         return cls(files, dirs, int(doc.get("written_ns") or 0))
 
@@ -64,35 +101,30 @@ class Manifest:
         for mine, theirs in ((self.files, other.files), (self.dirs, other.dirs)):
             for k, v in theirs.items():
                 if newer or k not in mine:
-                    mine[k] = v
+                    mine[k] = v  # type: ignore[index]
         self.written_ns = max(self.written_ns, other.written_ns)
 
     def apply(self, tree: Tree, where: str) -> None:
         """Fill mtimes, modes and md5s of ``tree``'s entries whose objects are unchanged; add empty dirs."""
         for rel, entry in tree.files.items():
             rec = self.files.get(rel)
-            if rec and rec.get("size") == entry.size and rec.get("etag") == entry.etag and entry.etag:
-                mtime = rec.get("mtime_ns")
+            if rec and rec[0] == entry.size and rec[1] == entry.etag and entry.etag:
+                mtime, mode, md5 = rec[2], rec[3], rec[4]
                 entry.mtime_ns = mtime if isinstance(mtime, int) else None
-                entry.mode = _mode(rec.get("mode"))
-                if isinstance(rec.get("md5"), str) and entry.md5 is None:
-                    entry.md5 = rec["md5"]
+                entry.mode = _mode(mode)
+                if md5 is SAME_AS_ETAG:
+                    md5 = entry.etag[1:-1]
+                if isinstance(md5, str) and entry.md5 is None:
+                    entry.md5 = md5
         for rel, rec in self.dirs.items():
             tree.dirs[check_key(rel, where)] = _mode(rec.get("mode"))
 
     @staticmethod
-    def _file_record(e: Entry) -> dict[str, Any] | None:
+    def _file_record(e: Entry) -> Record | None:
         """A file's entry as stored; None for one without an ``etag`` (it cannot be validated later)."""
         if not e.etag:
             return None
-        rec: dict[str, Any] = {"size": e.size, "etag": e.etag}
-        if e.mtime_ns is not None:
-            rec["mtime_ns"] = e.mtime_ns
-        if e.mode is not None:
-            rec["mode"] = f"{e.mode:04o}"
-        if e.md5:
-            rec["md5"] = e.md5
-        return rec
+        return _record(e.size, e.etag, e.mtime_ns, f"{e.mode:04o}" if e.mode is not None else None, e.md5 or None)
 
     @staticmethod
     def _dir_record(mode: int | None) -> dict[str, Any]:
@@ -120,5 +152,6 @@ class Manifest:
                 and all(self.dirs.get(rel) == self._dir_record(m) for rel, m in tree.dirs.items()))
 
     def dumps(self) -> bytes:
-        doc = {"format": FORMAT, "version": VERSION, "written_ns": self.written_ns, "files": self.files, "dirs": self.dirs}
+        doc = {"format": FORMAT, "version": VERSION, "written_ns": self.written_ns,
+               "files": {rel: _stored(rec) for rel, rec in self.files.items()}, "dirs": self.dirs}
         return json.dumps(doc, separators=(",", ":"), ensure_ascii=False, sort_keys=True).encode()
