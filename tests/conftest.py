@@ -63,8 +63,8 @@ def service_env(request: pytest.FixtureRequest):
 
 @pytest.fixture(autouse=True)
 def isolated_state(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """Every test its own job record store and an empty settings file: no test sees another's jobs,
-    nor the settings of the user running the tests (CLI processes inherit the same variables).
+    """Every test its own job record store, cache dir and an empty settings file: no test sees another's
+    jobs or cached manifests, nor the settings of the user running the tests (CLI processes inherit the same variables).
     Outside ``tmp_path``, which tests list."""
     home = tmp_path_factory.mktemp("gpstage-home")
     state = home / "state"
@@ -72,6 +72,7 @@ def isolated_state(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest
     config.write_text("")
     monkeypatch.setenv("GPSTAGE_STATE_DIR", str(state))
     monkeypatch.setenv("GPSTAGE_CONFIG", str(config))
+    monkeypatch.setenv("GPSTAGE_CACHE_DIR", str(home / "cache"))
     return state
 
 

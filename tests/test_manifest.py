@@ -78,3 +78,26 @@ def test_folder_marker_objects_are_dirs_not_errors(bucket: str, s3_client, tmp_p
         s3_client.put_object(Bucket=bucket, Key=key, Body=b"" if key.endswith("/") else b"f")
     sync(f"s3://{bucket}/m", str(tmp_path / "d"))
     assert (tmp_path / "d/sub/f.txt").read_text() == "f" and (tmp_path / "d/empty").is_dir()
+
+
+def test_a_resync_reads_the_manifest_this_machine_wrote_from_its_cache(bucket: str, s3_client, tmp_path: Path,
+                                                                        monkeypatch) -> None:
+    """The listing's ETag of the manifest equals the one our write got back (or our last read saw): no
+    GET. Anyone else's write changes it, and the manifest is read from the store again
+    (gpstage/storage/manifestcache.py)."""
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "run.sh").write_text("echo\n")
+    os.chmod(src / "run.sh", 0o750)
+    url = f"s3://{bucket}/cached"
+    sync(str(src), url)
+    assert sync(str(src), url).requests == 1  # the listing alone
+    monkeypatch.setenv("GPSTAGE_MANIFEST_CACHE", "0")
+    assert sync(str(src), url).requests == 2  # the listing and the manifest
+    monkeypatch.delenv("GPSTAGE_MANIFEST_CACHE")
+    stored = s3_client.get_object(Bucket=bucket, Key=f"cached/{MANIFEST_NAME}")["Body"].read()
+    s3_client.put_object(Bucket=bucket, Key=f"cached/{MANIFEST_NAME}", Body=stored.replace(b'"0750"', b'"0700"'))
+    report = sync(url, str(tmp_path / "back"))  # another writer's manifest: read from the store, and believed
+    assert report.requests == 3 and (tmp_path / "back/run.sh").stat().st_mode & 0o777 == 0o700
+    assert sync(url, str(tmp_path / "back")).requests == 1  # what was read is kept too
+

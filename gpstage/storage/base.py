@@ -31,6 +31,7 @@ from typing import Any, ClassVar, TypeVar
 from gpstage.errors import GpstageError, StorageError
 from gpstage.report import TransferReport
 from gpstage.retry import RetryPolicy
+from gpstage.storage import manifestcache
 from gpstage.storage.errorfacts import ErrorFacts
 from gpstage.storage.local import LocalTree, unlink_quietly
 from gpstage.storage.manifest import Manifest
@@ -147,8 +148,10 @@ class RemoteTree(ABC):
         """The whole object ``rel``; a missing one raises (FileNotFoundError or the store's 404)."""
 
     @abstractmethod
-    async def write_bytes(self, rel: str, data: bytes) -> None:
-        """Store ``data`` as ``rel``, replacing it; readers see the old or the new object, never a mix."""
+    async def write_bytes(self, rel: str, data: bytes) -> str | None:
+        """Store ``data`` as ``rel``, replacing it; readers see the old or the new object, never a mix.
+        Return the new object's ETag as a listing shows it, when the store answers with one (the
+        manifest cache keys on it: :mod:`gpstage.storage.manifestcache`), else None."""
 
     @abstractmethod
     async def upload(self, src: ByteSource, rel: str, metadata: Mapping[str, str] | None = None) -> None:
@@ -217,7 +220,7 @@ class RemoteTree(ABC):
     async def scan(self) -> Tree:
         """The tree as gpstage sees it: reserved names hidden, unsafe keys refused, manifest applied."""
         tree = Tree()
-        manifests = []
+        manifests: dict[str, str | None] = {}  # where manifests are (relative dir) -> their listed ETag
         for rel, entry in (await self.list_objects()).items():
             if not rel:
                 continue  # a "folder" marker object for the root itself
@@ -227,7 +230,7 @@ class RemoteTree(ABC):
                 continue
             if is_reserved(name):
                 if name == MANIFEST_NAME:
-                    manifests.append(head)
+                    manifests[head] = entry.etag
                 continue
             tree.files[check_key(rel, self.url)] = entry
         for rel in sorted(p.rpartition("/")[0] for p in tree.files):
@@ -236,7 +239,7 @@ class RemoteTree(ABC):
                 rel = rel.rpartition("/")[0]
         self.manifest = Manifest()
         for prefix in sorted(manifests, key=len):
-            found = Manifest.parse(await self.read_bytes(f"{prefix}/{MANIFEST_NAME}" if prefix else MANIFEST_NAME), prefix)
+            found = Manifest.parse(await self._manifest_bytes(prefix, manifests[prefix]), prefix)
             if not prefix:
                 self.root_manifest = found
             if len(manifests) == 1:
@@ -267,11 +270,24 @@ class RemoteTree(ABC):
         else:
             await asyncio.to_thread(dst.write_file, dst_rel or rel, data, entry)
 
+    async def _manifest_bytes(self, prefix: str, etag: str | None) -> bytes:
+        """The manifest in dir ``prefix``: this machine's copy if the store still lists the object it
+        wrote or read (same ETag), else read from the store, and kept for next time."""
+        url = join_url(self.url, f"{prefix}/{MANIFEST_NAME}" if prefix else MANIFEST_NAME)
+        kept = await asyncio.to_thread(manifestcache.load, url, etag)
+        if kept is not None:
+            return kept
+        data = await self.read_bytes(f"{prefix}/{MANIFEST_NAME}" if prefix else MANIFEST_NAME)
+        await asyncio.to_thread(manifestcache.store, url, etag, data)
+        return data
+
     async def write_manifest(self, tree: Tree) -> bool:
         """Store the manifest of ``tree`` at the root unless the stored one already says the same; True if written."""
         if self.root_manifest.describes(tree):
             return False
         manifest = Manifest.build(tree)
-        await self.write_bytes(MANIFEST_NAME, manifest.dumps())
+        data = manifest.dumps()
+        etag = await self.write_bytes(MANIFEST_NAME, data)
+        await asyncio.to_thread(manifestcache.store, join_url(self.url, MANIFEST_NAME), etag, data)
         self.root_manifest = manifest
         return True

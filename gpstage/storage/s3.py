@@ -154,8 +154,8 @@ class S3Tree(BucketTree):
     async def read_bytes(self, rel: str) -> bytes:
         return await self.call(lambda: self.client.get_bytes(self.bucket, self.object_key(rel)), rel)
 
-    async def write_bytes(self, rel: str, data: bytes) -> None:
-        await self.call(lambda: self.client.put_bytes(self.bucket, self.object_key(rel), data), rel)
+    async def write_bytes(self, rel: str, data: bytes) -> str | None:
+        return await self.call(lambda: self.client.put_bytes(self.bucket, self.object_key(rel), data), rel) or None
 
     def multipart(self, size: int) -> bool:
         return size > PART_SIZE
