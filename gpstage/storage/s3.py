@@ -116,11 +116,12 @@ class S3Provider(RemoteProvider):
 
 
 def fast_lane(endpoint: str | None, region: str, creds: Any, timeouts: dict[str, float]) -> Any:
-    """obstore's lane for small GETs and PUTs (:mod:`gpstage.storage.s3lane`), or None: obstore is not
-    installed, or the credentials expire (botocore refreshes those, and only the own client asks it)."""
+    """obstore's lane for downloads and small PUTs (:mod:`gpstage.storage.s3lane`), or None: obstore is
+    not installed; the credentials expire (botocore refreshes those, and only the own client asks it);
+    or they carry no session token while the environment has one (obstore would add it to them)."""
     from gpstage.storage.s3creds import Credentials
 
-    if not isinstance(creds, Credentials):
+    if not isinstance(creds, Credentials) or (not creds.token and os.environ.get("AWS_SESSION_TOKEN")):
         return None
     try:
         from gpstage.storage.s3lane import ObstoreLane

@@ -1,23 +1,24 @@
-"""The fast lane of gpstage's S3 client: whole-object GETs and single PUTs through obstore.
+"""The fast lane of gpstage's S3 client: every GET of a download and the single PUTs, through obstore.
 
 Why: a sync of many small files is bound by the client's cost per request. In gpstage's own client
 (aiohttp, one event loop) that cost is Python's, serialised by the GIL on one core; obstore (Python
 bindings of Rust's ``object_store``) signs, sends and parses in Rust, on every core, and imports in
-~30 ms where aiohttp takes ~130 ms (docs/design.md, "The S3 fast lane", has the measurements).
+~30 ms where aiohttp takes ~130 ms. Large downloads gain too: the bytes are read and written in worker
+threads, in parallel ranges from 128 MiB (docs/design.md, "The S3 fast lane", has the measurements).
 
 How, and why so: obstore's *blocking* calls run in this lane's own pool of threads (the GIL is released
-while Rust works), not its ``*_async`` calls. Those hand Python futures to Rust worker threads, and
-obstore 0.12 then aborts the interpreter at exit (SIGABRT) in about 1 run in 20 after a good copy; the
-blocking calls never did (0 aborts in 80 runs here).
+while Rust works), not its ``*_async`` calls, which hand Python futures to Rust worker threads: a bare
+script using those aborted (SIGABRT, after a complete copy) at interpreter exit in 3 of 60 runs; the
+blocking calls, which leave no Python object with a Rust thread, in 0 of 80.
 
 What stays in gpstage's own client (:mod:`gpstage.storage.s3client`): listing (object_store rewrites a
 ``dir/`` marker as ``dir`` and refuses keys it cannot parse), multipart uploads and their abort, HEAD,
-ranged reads, copies and deletes; and per request, whatever this lane does not take (:meth:`takes`):
-keys object_store refuses (empty segments, ``.``, control characters), writes with user metadata or a
-profile's encryption/ACL headers. Each call here is ONE request: obstore's retries are off, so gpstage's
-policy retries and counts every attempt. Errors come back as :class:`S3ResponseError` (the status and
-S3's error code read from obstore's message) or as the built-in connection errors the retry policy and
-the one-line error descriptions already know.
+ranged reads of inputs by URL, copies and deletes; and per request, whatever this lane does not take
+(:meth:`takes`): keys object_store refuses (empty segments, ``.``, control characters), writes with user
+metadata or a profile's encryption/ACL headers. Each call here is ONE request: obstore's retries are
+off, so gpstage's policy retries and counts every attempt. Errors come back as :class:`S3ResponseError`
+(the status and S3's error code read from obstore's message) or as the built-in connection errors the
+retry policy and the one-line error descriptions already know.
 
 Integrity of a PUT: obstore signs the payload (``x-amz-content-sha256`` is the body's SHA-256, which
 S3 checks) where gpstage's client sends a Content-MD5; either way a damaged body is refused.
