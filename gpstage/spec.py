@@ -16,16 +16,14 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from gpstage.credentials import SECRET_ENV_NAMES
 from gpstage.errors import BadInput
 from gpstage.urls import dir_url, split_url
-from gpstage.validation import format_validation_error
+from gpstage.validation import check_env_names, format_validation_error
 
 SPEC_VERSION = 1  # the job spec format this gpstage writes and reads; an entry refuses a newer one
 # GenePattern's upload excludes, written so they match at any depth (aws-style globs cross "/").
 DEFAULT_STAGE_IN_EXCLUDES = ("*~", ".DS_Store", "*/.DS_Store", ".git*", "*/.git*")
 
-_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _JOB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 
 
@@ -180,7 +178,7 @@ class Executor(_Strict):
     @field_validator("env")
     @classmethod
     def _env(cls, v: dict[str, str]) -> dict[str, str]:
-        return _check_env(v)
+        return check_env_names(v)
 
 
 class Module(_Strict):
@@ -241,7 +239,7 @@ class JobSpec(_Strict):
     @field_validator("env")
     @classmethod
     def _env(cls, v: dict[str, str]) -> dict[str, str]:
-        return _check_env(v)
+        return check_env_names(v)
 
     @model_validator(mode="before")
     @classmethod
@@ -331,16 +329,6 @@ class JobSpec(_Strict):
 
     def to_json(self) -> str:
         return self.model_dump_json(indent=2, exclude_none=True)
-
-
-def _check_env(v: dict[str, str]) -> dict[str, str]:
-    for name in v:
-        if not _ENV_NAME.match(name):
-            raise ValueError(f"env name {name!r} is not a valid variable name")
-        if name.upper() in SECRET_ENV_NAMES:
-            raise ValueError(f"env {name} is a credential; never put secrets in a spec, "
-                             "give them to the launcher's environment instead")
-    return v
 
 
 def _is_within(path: str, parent: str) -> bool:

@@ -11,6 +11,15 @@ from gpstage.storage.tree import MANIFEST_NAME, Entry, Tree
 from gpstage.sync import sync
 
 
+def script_dir(tmp_path: Path, name: str, text: str, mode: int) -> Path:
+    """``tmp_path/src`` holding one script with ``mode``."""
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / name).write_text(text)
+    os.chmod(src / name, mode)
+    return src
+
+
 def test_entry_applies_only_while_the_object_is_unchanged() -> None:
     m = Manifest.build(Tree({"a": Entry(size=3, etag='"e1"', mtime_ns=5, mode=0o755)}, {"d": 0o700}))
     fresh = Tree({"a": Entry(size=3, etag='"e1"')})
@@ -47,10 +56,7 @@ def test_foreign_or_broken_manifest_is_ignored() -> None:
 
 
 def test_object_rewritten_by_another_tool_is_transferred_again_not_trusted(bucket: str, s3_client, tmp_path: Path) -> None:
-    src = tmp_path / "src"
-    src.mkdir()
-    (src / "tool.sh").write_text("#!/bin/sh\necho one\n")
-    os.chmod(src / "tool.sh", 0o755)
+    src = script_dir(tmp_path, "tool.sh", "#!/bin/sh\necho one\n", 0o755)
     url = f"s3://{bucket}/tasklib"
     sync(str(src), url)
     back = tmp_path / "back"
@@ -85,10 +91,7 @@ def test_a_resync_reads_the_manifest_this_machine_wrote_from_its_cache(bucket: s
     """The listing's ETag of the manifest equals the one our write got back (or our last read saw): no
     GET. Anyone else's write changes it, and the manifest is read from the store again
     (gpstage/storage/manifestcache.py)."""
-    src = tmp_path / "src"
-    src.mkdir()
-    (src / "run.sh").write_text("echo\n")
-    os.chmod(src / "run.sh", 0o750)
+    src = script_dir(tmp_path, "run.sh", "echo\n", 0o750)
     url = f"s3://{bucket}/cached"
     sync(str(src), url)
     assert sync(str(src), url).requests == 1  # the listing alone

@@ -32,8 +32,9 @@ from typing import Any, ClassVar
 from gpstage.errors import BadInput, GpstageError, MissingDependency, StorageError
 from gpstage.report import TransferReport
 from gpstage.retry import RetryPolicy
+from gpstage.storage.azure_fs import filesystem_class, parse_connection_string
 from gpstage.storage.base import RemoteProvider, RemoteTree
-from gpstage.storage.buckets import BucketTree, quiet_library_logs, to_ns
+from gpstage.storage.buckets import BucketTree, to_ns
 from gpstage.storage.errorfacts import ErrorFacts
 from gpstage.storage.local import LocalTree
 from gpstage.storage.source import ByteSource
@@ -52,39 +53,6 @@ COPY_POLL_S = 0.2  # an asynchronous Copy Blob (large, or across accounts) is po
 CONNECT_TIMEOUT_S = 10
 READ_TIMEOUT_S = 60
 _ACCOUNT_HOST = re.compile(r"^(?P<container>[^@/]+)@(?P<account>[^./]+)\.(dfs|blob)\.core\.windows\.net$")
-
-_fs_class: Any = None
-
-
-def filesystem_class() -> Any:
-    """adlfs's filesystem whose blob client is gpstage's (no SDK retries, gpstage's timeouts)."""
-    global _fs_class
-    if _fs_class is None:
-        try:
-            from adlfs import AzureBlobFileSystem
-        except ImportError as err:
-            raise MissingDependency(f"the az:// scheme needs {err.name or 'adlfs'}, which is not installed",
-                                    "pip install 'gpstage[azure]'") from None
-
-        quiet_library_logs("azure")
-
-        class GpstageBlobFileSystem(AzureBlobFileSystem):
-            """adlfs with the blob service client made by ``client_factory(fs)``."""
-
-            def __init__(self, *args: Any, client_factory: Any, **kwargs: Any) -> None:
-                self._client_factory = client_factory
-                super().__init__(*args, **kwargs)
-
-            def do_connect(self) -> None:
-                self.service_client = self._client_factory(self)
-
-        _fs_class = GpstageBlobFileSystem
-    return _fs_class
-
-
-def parse_connection_string(conn: str) -> dict[str, str]:
-    return {k.strip(): v for k, _, v in (p.partition("=") for p in conn.split(";") if "=" in p)}
-
 
 class AzureProvider(RemoteProvider):
     """adlfs's filesystem is the client: it builds the blob service client and its credential."""

@@ -32,12 +32,12 @@ from gpstage.retry import RetryPolicy, http_status
 from gpstage.storage.base import RemoteProvider, RemoteTree
 from gpstage.storage.buckets import BucketTree, bucket_path, quiet_library_logs, to_ns
 from gpstage.storage.errorfacts import ErrorFacts
+from gpstage.storage.gcs_auth import credentials_from_file, default_credentials
 from gpstage.storage.local import LocalTree
 from gpstage.storage.source import ByteSource
 from gpstage.storage.tree import SHA256_META, Entry
 
 HNS_ENV = "GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT"  # gcsfs's bucket-type probe (gRPC): a 60 s stall off Google
-SCOPE = "https://www.googleapis.com/auth/devstorage.read_write"
 SIMPLE_MAX = 8 * 2**20  # files up to this size are one upload request
 CHUNK = 8 * 2**20  # resumable upload chunk (a multiple of 256 KiB, as GCS requires)
 LIST_PAGE = 1000
@@ -143,11 +143,11 @@ class GcsProvider(RemoteProvider):
         endpoint = profile.endpoint or emulator_host()
         project = profile.project or os.environ.get("GOOGLE_CLOUD_PROJECT") or None
         if profile.key_file:
-            token, found = _credentials_from_file(profile.key_file, url)
+            token, found = credentials_from_file(profile.key_file, url)
         elif endpoint:
             token, found = "anon", None  # an emulator: no credentials (what Google's libraries do)
         else:
-            token, found = _default_credentials(url)
+            token, found = default_credentials(url)
         try:
             import aiohttp
         except ImportError:
@@ -208,32 +208,6 @@ def b64_to_hex(value: Any) -> str | None:
         return base64.b64decode(value).hex()
     except (binascii.Error, ValueError):
         return None
-
-
-def _default_credentials(url: str) -> tuple[Any, str | None]:
-    """Application Default Credentials, or a one-line error that says how to provide them."""
-    import google.auth
-    from google.auth.exceptions import DefaultCredentialsError
-
-    try:
-        creds, project = google.auth.default(scopes=[SCOPE])
-    except DefaultCredentialsError as err:
-        raise StorageError(f"{url}: no Google credentials found ({' '.join(str(err).split()).split('. ')[0][:160]})",
-                           "set GOOGLE_APPLICATION_CREDENTIALS to a key file or run `gcloud auth application-default login`; "
-                           "for an emulator set STORAGE_EMULATOR_HOST") from None
-    return creds, project
-
-
-def _credentials_from_file(path: str, url: str) -> tuple[Any, str | None]:
-    import google.auth
-    from google.auth.exceptions import DefaultCredentialsError
-
-    try:
-        creds, project = google.auth.load_credentials_from_file(os.path.expanduser(path), scopes=[SCOPE])
-    except (DefaultCredentialsError, OSError, ValueError) as err:
-        raise StorageError(f"{url}: cannot load the Google key file {path} ({' '.join(str(err).split())[:160]})",
-                           "fix key_file in the storage profile") from None
-    return creds, project
 
 
 class GcsTree(BucketTree):
