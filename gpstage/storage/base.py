@@ -273,11 +273,12 @@ class RemoteTree(ABC):
     async def _manifest_bytes(self, prefix: str, etag: str | None) -> bytes:
         """The manifest in dir ``prefix``: this machine's copy if the store still lists the object it
         wrote or read (same ETag), else read from the store, and kept for next time."""
-        url = join_url(self.url, f"{prefix}/{MANIFEST_NAME}" if prefix else MANIFEST_NAME)
+        rel = f"{prefix}/{MANIFEST_NAME}" if prefix else MANIFEST_NAME
+        url = join_url(self.url, rel)
         kept = await asyncio.to_thread(manifestcache.load, url, etag)
         if kept is not None:
             return kept
-        data = await self.read_bytes(f"{prefix}/{MANIFEST_NAME}" if prefix else MANIFEST_NAME)
+        data = await self.read_bytes(rel)
         await asyncio.to_thread(manifestcache.store, url, etag, data)
         return data
 

@@ -1,8 +1,8 @@
 """gpstage's own S3 client: the few requests a sync needs, signed with SigV4 by one signer, sent by
-whichever transport suits them: small answers (listings, HEADs, deletes) over the standard library
-(:mod:`gpstage.storage.s3plain`); whole-object GETs and single PUTs through obstore's fast lane
-(:mod:`gpstage.storage.s3lane`) when it takes them; streams, parts and copies over an aiohttp session
-made on first use.
+whichever transport suits them: small answers (listings, HEADs, deletes) and multipart parts over the
+standard library (:mod:`gpstage.storage.s3plain`); every GET of a download and single PUTs through
+obstore's fast lane (:mod:`gpstage.storage.s3lane`) when it takes them; ranged reads, copies and what the
+lane does not take over an aiohttp session made on first use.
 
 Why not botocore/s3fs: profiling a 1,000-file sync showed ~1 ms of client CPU per request inside
 botocore's request pipeline (serialisers, event hooks, signers) and ~0.35 s of imports, while the
@@ -101,7 +101,7 @@ class S3Client:
     def __init__(self, endpoint: str | None, region: str, credentials: Credentials | Refreshing, *,
                  connect_timeout: float, read_timeout: float, pool: int, write_headers: dict[str, str] | None = None,
                  lane: ObstoreLane | None = None) -> None:
-        self.lane = lane  # whole-object GETs and small PUTs through obstore, when it takes them (s3lane.py)
+        self.lane = lane  # download GETs and small PUTs through obstore, when it takes them (s3lane.py)
         self.custom_endpoint = endpoint is not None
         self.write_headers = write_headers or {}  # encryption and ACL for every object written (a storage profile's)
         self.endpoint = (endpoint or f"https://s3.{region}.amazonaws.com").rstrip("/")
