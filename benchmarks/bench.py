@@ -164,7 +164,7 @@ def main(argv: list[str]) -> int:
         help_s = time_help(rundir, next(iter(servers.values())))
         for name, server in servers.items():
             reps = args.moto_reps if name == "moto" else args.reps
-            runner.run_cases([Case(server, all_sets[n], sources[n], 1 if all_sets[n].single_rep else reps,
+            runner.run_cases([Case(server, all_sets[n], sources[n], reps,
                                    {"fsspec": args.fsspec_gsea_reps} if n == "gsea" else {})
                               for n in plan(args, name, all_sets)])
     finally:
@@ -210,7 +210,7 @@ def render(meta: dict, args: argparse.Namespace, rows: list[report.Row], checks:
         f"command: `{meta['command']}`{quick}",
         f"machine: {m['cores']} cores ({m['cpu']}), {m['memory']} RAM, {m['os']}, Python {m['python']}",
         "versions: " + "; ".join(f"{k}: {v}" for k, v in meta["versions"].items()),
-        (f"repetitions: {args.reps} on SeaweedFS, {args.moto_reps} on moto, (e) once, fsspec on (d) "
+        (f"repetitions: {args.reps} on SeaweedFS, {args.moto_reps} on moto, fsspec on (d) "
          f"{min(args.fsspec_gsea_reps, args.reps)}; medians reported, peak RSS is the max; the tool order rotates each "
          "repetition; an untimed warm-up write precedes the first run on each server"),
         f"plan: {plan}",

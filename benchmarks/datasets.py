@@ -33,7 +33,6 @@ class Dataset:
     ops: tuple[str, ...]  # which operations it is timed with
     sizes: dict[str, int] = field(repr=False, hash=False, compare=False)
     seaweedfs_only: bool = False
-    single_rep: bool = False
 
     @property
     def files(self) -> int:
@@ -98,27 +97,27 @@ def _gp_job(rnd: random.Random) -> dict[str, int]:
 def build(quick: bool) -> dict[str, Dataset]:
     """The data sets; ``quick`` keeps their shapes but makes them tiny, and leaves (f) out."""
     rnd = random.Random(SEED)
-    job = ("g", "gpjob", "a typical GenePattern job dir: 20 files, 80 KiB", ("up", "down"), _gp_job(rnd), False, False)
+    job = ("g", "gpjob", "a typical GenePattern job dir: 20 files, 80 KiB", ("up", "down"), _gp_job(rnd), False)
     if quick:
         specs = [
-            ("a", "small", "20 × 4 KiB, nested dirs", ("up", "noop", "down"), _nested_small(20, 4 * KiB), False, False),
-            ("b", "big", "one 12 MiB file", ("up", "down"), {"big.bin": 12 * MiB}, False, False),
-            ("c", "noop", "200 unchanged small files (no-op only)", ("noop",), _nested_small(200, 1 * KiB), False, False),
-            ("d", "gsea", "GSEA-like output, scaled down", ("up", "down"), _gsea(40, 3, 0, 4 * MiB, rnd), False, False),
-            ("e", "huge", "one 24 MiB file (peak RSS)", ("up", "down"), {"huge.bin": 24 * MiB}, True, True),
+            ("a", "small", "20 × 4 KiB, nested dirs", ("up", "noop", "down"), _nested_small(20, 4 * KiB), False),
+            ("b", "big", "one 12 MiB file", ("up", "down"), {"big.bin": 12 * MiB}, False),
+            ("c", "noop", "200 unchanged small files (no-op only)", ("noop",), _nested_small(200, 1 * KiB), False),
+            ("d", "gsea", "GSEA-like output, scaled down", ("up", "down"), _gsea(40, 3, 0, 4 * MiB, rnd), False),
+            ("e", "huge", "one 24 MiB file (peak RSS)", ("up", "down"), {"huge.bin": 24 * MiB}, True),
             job,
         ]
     else:
         specs = [
-            ("a", "small", "1,000 × 4 KiB, nested dirs", ("up", "noop", "down"), _nested_small(1000, 4 * KiB), False, False),
-            ("b", "big", "one 256 MiB file", ("up", "down"), {"big.bin": 256 * MiB}, False, False),
-            ("c", "noop", "10,000 unchanged small files (no-op only)", ("noop",), _nested_small(10_000, 1 * KiB), False, False),
-            ("d", "gsea", "GenePattern GSEA output", ("up", "down"), _gsea(4_900, 121, 2, 410_000_000, rnd), False, False),
-            ("e", "huge", "one 1 GiB file (peak RSS)", ("up", "down"), {"huge.bin": 1024 * MiB}, True, True),
-            ("f", "noop100k", "100,000 unchanged small files (no-op only)", ("noop",), _nested_small(100_000, 256), True, True),
+            ("a", "small", "1,000 × 4 KiB, nested dirs", ("up", "noop", "down"), _nested_small(1000, 4 * KiB), False),
+            ("b", "big", "one 256 MiB file", ("up", "down"), {"big.bin": 256 * MiB}, False),
+            ("c", "noop", "10,000 unchanged small files (no-op only)", ("noop",), _nested_small(10_000, 1 * KiB), False),
+            ("d", "gsea", "GenePattern GSEA output", ("up", "down"), _gsea(4_900, 121, 2, 410_000_000, rnd), False),
+            ("e", "huge", "one 1 GiB file (peak RSS)", ("up", "down"), {"huge.bin": 1024 * MiB}, True),
+            ("f", "noop100k", "100,000 unchanged small files (no-op only)", ("noop",), _nested_small(100_000, 256), True),
             job,
         ]
-    return {s[1]: Dataset(key=s[0], name=s[1], title=s[2], ops=s[3], sizes=s[4], seaweedfs_only=s[5], single_rep=s[6])
+    return {s[1]: Dataset(key=s[0], name=s[1], title=s[2], ops=s[3], sizes=s[4], seaweedfs_only=s[5])
             for s in specs}
 
 

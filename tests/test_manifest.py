@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import pytest
+
 from gpstage.listing import list_url
 from gpstage.storage.manifest import Manifest
 from gpstage.storage.tree import MANIFEST_NAME, Entry, Tree
@@ -50,9 +52,20 @@ def test_a_stored_manifest_describes_exactly_the_tree_it_was_built_from() -> Non
     assert stored.describes(tree(other=Entry(size=9)))  # a file without an etag is never described
 
 
-def test_foreign_or_broken_manifest_is_ignored() -> None:
-    assert Manifest.parse(b"not json").files == {}
-    assert Manifest.parse(b'{"format": "other", "version": 1, "files": {"a": {}}}').files == {}
+@pytest.mark.parametrize("data", [
+    b"not json", b"\xff\xfe", b"[]", b'{"size": 1}', b'{"format": "other", "version": 1, "files": {"a": {"size": 1}}}',
+    b'{"format": "gpstage-manifest", "version": 1, "files": [], "dirs": {"size": 3}}',
+    b'{"format": "gpstage-manifest", "version": 1, "files": {"a": 1, "b": {"mode": "0644"}}, "dirs": []}',
+])
+def test_foreign_or_broken_manifest_is_ignored(data: bytes) -> None:
+    parsed = Manifest.parse(data)
+    assert (parsed.files, parsed.dirs) == ({}, {})
+
+
+def test_a_manifest_in_a_subdir_keys_its_entries_below_that_dir() -> None:
+    stored = Manifest.build(Tree({"a": Entry(size=3, etag='"e1"', md5="e1", mode=0o644), "b": Entry(size=1)}, {"d": None}))
+    found = Manifest.parse(stored.dumps(), "sub")
+    assert found.files == {"sub/a": (3, '"e1"', None, "0644", True)} and found.dirs == {"sub/d": {}}
 
 
 def test_object_rewritten_by_another_tool_is_transferred_again_not_trusted(bucket: str, s3_client, tmp_path: Path) -> None:

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from gpstage.errors import StorageError
+from gpstage.storage.buckets import read_pages
 from gpstage.storage.s3client import S3Client
 from gpstage.storage.s3creds import Credentials
 from gpstage.storage.s3lane import ClockSkewed, ObstoreLane, translate
@@ -107,3 +108,63 @@ def test_a_proxy_in_the_environment_keeps_every_request_on_aiohttp(monkeypatch: 
     monkeypatch.setenv("HTTPS_PROXY", "http://proxy.example:3128")
     client = S3Client("http://127.0.0.1:9", "us-east-1", Credentials("k", "s"), connect_timeout=1, read_timeout=1, pool=1)
     assert client.plain is None  # aiohttp honours the proxy variables; http.client would not
+
+
+def test_a_listing_of_several_pages_holds_every_key_once_at_one_request_per_page(tmp_path: Path, bucket: str) -> None:
+    """Each page is read while the next is on its way (buckets.read_pages): 1,001 files and the manifest
+    are two pages, keys URL-encoded; the no-op re-sync finds every file and makes exactly those two
+    requests, none wasted."""
+    src = tmp_path / "many"
+    for i in range(1001):
+        p = src / f"d{i % 7}" / f"{i:04d} +%&.txt"
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_bytes(b"x" * (i % 5))
+    url = f"s3://{bucket}/pages"
+    sync(str(src), url)
+    again = sync(str(src), url)
+    assert (again.files_skipped, again.files_copied, again.requests) == (1001, 0, 2)
+
+
+def test_read_pages_requests_the_next_page_first_and_never_trusts_a_wrong_hint() -> None:
+    """A page is (items, exact token, hint): the hint of the second is wrong, so the page it fetched is
+    dropped and the right one asked for; a page that cannot be read cancels the request ahead."""
+    pages = {None: ("ab", "t1", "t1"), "t1": ("c", "t2", "bad"), "bad": ("X", None, None), "t2": ("d", None, None)}
+    events: list[str] = []
+    items: list[str] = []
+
+    async def fetch(token: str | None) -> tuple[str, str | None, str | None]:
+        events.append(f"fetch {token}")
+        await asyncio.sleep(0)
+        return pages[token]
+
+    def read(page: tuple[str, str | None, str | None]) -> str | None:
+        events.append(f"read {page[0]}")
+        items.extend(page[0])
+        return page[1]
+
+    asyncio.run(read_pages(fetch, lambda page: page[2], read))
+    assert items == ["a", "b", "c", "d"]
+    assert events == ["fetch None", "fetch t1", "read ab", "fetch bad", "read c", "fetch t2", "read d"]
+
+    cancelled = []
+
+    async def stuck(token: str | None) -> tuple[str, str | None, str | None]:
+        if token is None:
+            return ("a", "t1", "t1")
+        try:
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            cancelled.append(token)
+            raise
+        raise AssertionError("unreachable")
+
+    def broken(page: tuple[str, str | None, str | None]) -> str | None:
+        raise ValueError("a malformed page")
+
+    async def go() -> None:
+        with pytest.raises(ValueError):
+            await read_pages(stuck, lambda page: page[2], broken)
+        await asyncio.sleep(0)
+
+    asyncio.run(go())
+    assert cancelled == ["t1"]

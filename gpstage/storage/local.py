@@ -19,6 +19,8 @@ from gpstage.errors import BadInput, StorageError, UnsafePath
 from gpstage.procs import pid_alive
 from gpstage.storage.tree import TEMP_PREFIX, Entry, Tree, is_reserved
 
+_MODES: dict[int, int] = {}  # one int object per file mode: a 100,000-file tree holds 2.8 MiB less
+
 
 def temp_name(path: str) -> str:
     head, name = os.path.split(path)
@@ -96,7 +98,8 @@ class LocalTree:
                 tree.dirs[child_rel] = stat.S_IMODE(st.st_mode)
                 self._walk(target, child_rel, real_root, ancestors | {real}, tree)
             elif stat.S_ISREG(st.st_mode):
-                tree.files[child_rel] = Entry(size=st.st_size, mtime_ns=st.st_mtime_ns, mode=stat.S_IMODE(st.st_mode),
+                mode = stat.S_IMODE(st.st_mode)
+                tree.files[child_rel] = Entry(size=st.st_size, mtime_ns=st.st_mtime_ns, mode=_MODES.setdefault(mode, mode),
                                               path=target)
 
     # ---- writes ---------------------------------------------------------------------------

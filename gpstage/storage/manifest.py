@@ -49,6 +49,15 @@ def _record(size: Any, etag: Any, mtime_ns: Any, mode: Any, md5: Any) -> Record:
     return (size, etag, mtime_ns, sys.intern(mode) if isinstance(mode, str) else mode, md5)
 
 
+def _as_record(obj: dict[str, Any]) -> Any:
+    """json's object hook: a file's record becomes a :data:`Record` as it is decoded, so a 100,000-file
+    manifest never exists as 100,000 dicts (~23 MiB more at the peak of a no-op). A file's record is the
+    only object of the format with a ``size``; JSON decodes nothing else to a tuple."""
+    if "size" not in obj:
+        return obj
+    return _record(obj.get("size"), obj.get("etag"), obj.get("mtime_ns"), obj.get("mode"), obj.get("md5"))
+
+
 def _stored(rec: Record) -> dict[str, Any]:
     """The record as the format writes it (the inverse of parsing)."""
     size, etag, mtime_ns, mode, md5 = rec
@@ -81,19 +90,20 @@ class Manifest:
             return cls()
         del data
         try:
-            doc = json.loads(text)
+            doc = json.loads(text, object_hook=_as_record)
         except ValueError:
             return cls()
         del text
         if not isinstance(doc, dict) or doc.get("format") != FORMAT or doc.get("version") != VERSION:
             return cls()
         pre = f"{prefix}/" if prefix else ""
-        raw = doc.pop("files", None) or {}
-        files = {pre + k: _record(v.get("size"), v.get("etag"), v.get("mtime_ns"), v.get("mode"), v.get("md5"))
-                 for k, v in raw.items() if isinstance(v, dict)}
-        del raw
-        dirs = {pre + k: v for k, v in (doc.get("dirs") or {}).items() if isinstance(v, dict)}
-        return cls(files, dirs, int(doc.get("written_ns") or 0))
+        raw = doc.pop("files", None)
+        raw = raw if isinstance(raw, dict) else {}
+        if pre or not all(type(v) is tuple for v in raw.values()):
+            raw = {pre + k: v for k, v in raw.items() if type(v) is tuple}
+        listed = doc.get("dirs")
+        dirs = {pre + k: v for k, v in listed.items() if isinstance(v, dict)} if isinstance(listed, dict) else {}
+        return cls(raw, dirs, int(doc.get("written_ns") or 0))
 
     def merge(self, other: Manifest) -> None:
         """Add ``other``'s entries; where both have one, the newer manifest's wins."""

@@ -21,9 +21,10 @@ from gpstage.errors import GpstageError, MissingDependency, StorageError
 from gpstage.report import TransferReport
 from gpstage.retry import RetryPolicy
 from gpstage.storage.base import RemoteProvider, RemoteTree
-from gpstage.storage.buckets import BucketTree, bucket_path, to_ns
+from gpstage.storage.buckets import BucketTree, bucket_path, read_pages, to_ns
 from gpstage.storage.errorfacts import ErrorFacts
 from gpstage.storage.local import LocalTree
+from gpstage.storage.s3xml import ListPage
 from gpstage.storage.source import ByteSource
 from gpstage.storage.tree import SHA256_META, Entry
 
@@ -141,16 +142,21 @@ class S3Tree(BucketTree):
 
     async def list_objects(self) -> dict[str, Entry]:
         out: dict[str, Entry] = {}
-        token: str | None = None
-        while True:
-            objects, token = await self.call(lambda t=token: self.client.list_page(self.bucket, self.prefix, t))
-            for obj in objects:
-                etag = obj["ETag"].strip('"')
-                md5 = etag if "-" not in etag and len(etag) == 32 else None  # single-part uploads: the ETag is the MD5
-                out[obj["Key"][len(self.prefix):]] = Entry(size=int(obj["Size"]), etag=obj["ETag"],
-                                                           modified_ns=to_ns(obj["LastModified"]), md5=md5)
-            if not token:
-                return out
+        cut = len(self.prefix)
+
+        def read(page: ListPage) -> str | None:
+            objects, token = page.read()
+            times: dict[str | None, int | None] = {}  # LastModified -> ns: objects written together share a second
+            for key, size, etag, modified in objects:
+                plain = etag.strip('"')
+                md5 = plain if "-" not in plain and len(plain) == 32 else None  # single-part uploads: the ETag is the MD5
+                ns = times[modified] if modified in times else times.setdefault(modified, to_ns(modified))
+                out[key[cut:]] = Entry(size=size, etag=etag, modified_ns=ns, md5=md5)
+            return token
+
+        await read_pages(lambda token: self.call(lambda: self.client.list_page(self.bucket, self.prefix, token)),
+                         lambda page: page.next_hint, read)
+        return out
 
     async def read_bytes(self, rel: str) -> bytes:
         return await self.call(lambda: self.client.get_bytes(self.bucket, self.object_key(rel)), rel)

@@ -33,6 +33,7 @@ from gpstage.storage.s3lane import ClockSkewed, ObstoreLane
 from gpstage.storage.s3plain import PlainTransport, proxied
 from gpstage.storage.s3xml import (
     META,
+    ListPage,
     S3ResponseError,
     child_text,
     copy_source,
@@ -181,24 +182,12 @@ class S3Client:
         return True
 
     # ---- operations ---------------------------------------------------------------------
-    async def list_page(self, bucket: str, prefix: str, token: str | None) -> tuple[list[dict[str, Any]], str | None]:
-        """One ListObjectsV2 page (up to 1,000 keys) and the continuation token, if more follow."""
+    async def list_page(self, bucket: str, prefix: str, token: str | None) -> ListPage:
+        """One ListObjectsV2 page (up to 1,000 keys), parsed when the caller reads it."""
         params = {"list-type": "2", "prefix": prefix, "encoding-type": "url"}
         if token:
             params["continuation-token"] = token
-        resp = await self.request("GET", bucket, params=params, small=True)
-        root = ElementTree.fromstring(await resp.read())
-        url_encoded = child_text(root, "EncodingType") == "url"
-        objects = []
-        for node in root:
-            if local_name(node.tag) != "Contents":
-                continue
-            fields = {local_name(c.tag): c.text or "" for c in node}
-            key = unquote_plus(fields["Key"]) if url_encoded else fields["Key"]
-            objects.append({"Key": key, "Size": int(fields.get("Size") or 0), "ETag": fields.get("ETag"),
-                            "LastModified": fields.get("LastModified")})
-        more = child_text(root, "IsTruncated") == "true"
-        return objects, (child_text(root, "NextContinuationToken") if more else None)
+        return ListPage(await (await self.request("GET", bucket, params=params, small=True)).read())
 
     async def _in_lane(self, key: str, op: Callable[[ObstoreLane], Awaitable[Any]], writes: bool = False) -> Any:
         """``op(lane)`` when the lane takes ``key`` (``writes``: and the write needs no header of the own

@@ -3,11 +3,15 @@ its error code in the body, not in the status line."""
 
 from __future__ import annotations
 
+import html
+import re
 from datetime import datetime
 from email.utils import parsedate_to_datetime
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, unquote_plus
 from xml.etree import ElementTree
+
+_NEXT_TOKEN = re.compile(rb"<NextContinuationToken>([^<]*)</NextContinuationToken>")
 
 
 class S3ResponseError(Exception):
@@ -38,6 +42,39 @@ def child_text(root: ElementTree.Element, name: str) -> str | None:
         if local_name(node.tag) == name:
             return node.text
     return None
+
+
+class ListPage:
+    """One ListObjectsV2 answer, parsed when read. :attr:`next_hint` is its continuation token found by a
+    search of the bytes (no parse), so that a listing can ask for the next page while it reads this one
+    (:func:`gpstage.storage.buckets.read_pages`); :meth:`read` parses exactly, and its token is the one
+    that counts. The search cannot be fooled by a key: keys come URL-encoded, and XML text has no ``<``."""
+
+    def __init__(self, body: bytes) -> None:
+        self.body = body
+
+    @property
+    def next_hint(self) -> str | None:
+        found = _NEXT_TOKEN.search(self.body)
+        return html.unescape(found.group(1).decode()) if found else None
+
+    def read(self) -> tuple[list[tuple[str, int, str, str | None]], str | None]:
+        """``(key, size, ETag, LastModified)`` of each object, and the continuation token (None: the last page)."""
+        root = ElementTree.fromstring(self.body)
+        self.body = b""
+        ns = root.tag[: root.tag.index("}") + 1] if root.tag.startswith("{") else ""
+        contents, key, size, etag, modified = (ns + name for name in ("Contents", "Key", "Size", "ETag", "LastModified"))
+        decode = unquote_plus if root.findtext(ns + "EncodingType") == "url" else str
+        objects = []
+        for node in root:
+            if node.tag != contents:
+                continue
+            name = node.findtext(key)
+            if name is None:
+                raise S3ResponseError(200, "MalformedListing", "the store listed an object without a key")
+            objects.append((decode(name), int(node.findtext(size) or 0), node.findtext(etag) or "", node.findtext(modified)))
+        more = root.findtext(ns + "IsTruncated") == "true"
+        return objects, (root.findtext(ns + "NextContinuationToken") if more else None)
 
 
 def xml_escape(text: str) -> str:
