@@ -17,7 +17,7 @@ from gpstage.storage.buckets import read_pages
 from gpstage.storage.s3client import S3Client
 from gpstage.storage.s3creds import Credentials
 from gpstage.storage.s3lane import ClockSkewed, ObstoreLane, translate
-from gpstage.storage.s3xml import S3ResponseError
+from gpstage.storage.s3xml import ListPage, S3ResponseError
 from gpstage.sync import sync
 from gpstage.testing.storage import snapshot
 
@@ -168,3 +168,14 @@ def test_read_pages_requests_the_next_page_first_and_never_trusts_a_wrong_hint()
 
     asyncio.run(go())
     assert cancelled == ["t1"]
+
+
+def test_a_pages_hint_is_the_token_the_parse_finds_escapes_and_all() -> None:
+    body = (b'<?xml version="1.0"?><ListBucketResult xmlns="http://s3.amazonaws.com/doc/2006-03-01/">'
+            b"<IsTruncated>true</IsTruncated><EncodingType>url</EncodingType><Contents><Key>d/a+b%26c.txt</Key>"
+            b"<Size>3</Size><ETag>&#34;e1&#34;</ETag><LastModified>2026-01-02T03:04:05Z</LastModified></Contents>"
+            b"<NextContinuationToken>t&amp;1&#34;=</NextContinuationToken></ListBucketResult>")
+    page = ListPage(body)
+    assert page.next_hint == 't&1"='
+    assert page.read() == ([("d/a b&c.txt", 3, '"e1"', "2026-01-02T03:04:05Z")], 't&1"=')
+    assert ListPage(body.replace(b"<IsTruncated>true", b"<IsTruncated>false")).read()[1] is None

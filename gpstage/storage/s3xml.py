@@ -3,7 +3,6 @@ its error code in the body, not in the status line."""
 
 from __future__ import annotations
 
-import html
 import re
 from datetime import datetime
 from email.utils import parsedate_to_datetime
@@ -56,7 +55,14 @@ class ListPage:
     @property
     def next_hint(self) -> str | None:
         found = _NEXT_TOKEN.search(self.body)
-        return html.unescape(found.group(1).decode()) if found else None
+        if found is None:
+            return None
+        token = found.group(1).decode()
+        if "&" in token:  # an escaped character: rare enough to import html for
+            import html
+
+            token = html.unescape(token)
+        return token
 
     def read(self) -> tuple[list[tuple[str, int, str, str | None]], str | None]:
         """``(key, size, ETag, LastModified)`` of each object, and the continuation token (None: the last page)."""
