@@ -159,10 +159,16 @@ class LocalTree:
         final, tmp = self.prepare(rel)
         check_size(final, len(data), size)
         try:
-            with open(tmp, "wb") as f:
-                f.write(data)
-                f.flush()  # the bytes reach the file before its mtime is set, not at close
-                give_meta(f.fileno(), final, mode, mtime)
+            # os.open, not open(): a buffered file object costs an isatty ioctl and an lseek per file, and
+            # every system call here takes its turn at the GIL with 30-odd download threads.
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o666)  # as open() does
+            try:
+                view = memoryview(data)
+                while view:
+                    view = view[os.write(fd, view):]
+                give_meta(fd, final, mode, mtime)  # after the bytes: a write would move the mtime
+            finally:
+                os.close(fd)
             rename_into(tmp, final)
         except BaseException:
             unlink_quietly(tmp)

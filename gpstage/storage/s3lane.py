@@ -110,7 +110,7 @@ class ObstoreLane:
         store = self.store(bucket)
 
         def fetch_and_write() -> BaseException | None:
-            data = bytes(obstore.get(store, key).bytes())
+            data = obstore.get(store, key).bytes()  # a buffer: written as it is, not copied into bytes
             try:
                 then(data)
             except BaseException as exc:  # noqa: BLE001 - handed back to the caller, who raises it
