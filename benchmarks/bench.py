@@ -212,7 +212,7 @@ def render(meta: dict, args: argparse.Namespace, rows: list[report.Row], checks:
         "versions: " + "; ".join(f"{k}: {v}" for k, v in meta["versions"].items()),
         (f"repetitions: {args.reps} on SeaweedFS, {args.moto_reps} on moto, fsspec on (d) "
          f"{min(args.fsspec_gsea_reps, args.reps)}; medians reported, peak RSS is the max; the tool order rotates each "
-         "repetition; an untimed warm-up write precedes the first run on each server"),
+         "repetition; an untimed warm-up write precedes the first run on each server, and os.sync() each timed run"),
         f"plan: {plan}",
         "data sets: " + "; ".join(meta["datasets"].values()),
         f"requests are counted by the server, outside the timed window: {counting}",
