@@ -179,3 +179,11 @@ def test_a_pages_hint_is_the_token_the_parse_finds_escapes_and_all() -> None:
     assert page.next_hint == 't&1"='
     assert page.read() == ([("d/a b&c.txt", 3, '"e1"', "2026-01-02T03:04:05Z")], 't&1"=')
     assert ListPage(body.replace(b"<IsTruncated>true", b"<IsTruncated>false")).read()[1] is None
+
+
+def test_a_malformed_listing_page_is_a_one_line_storage_error(bucket: str, monkeypatch: pytest.MonkeyPatch,
+                                                               tmp_path: Path) -> None:
+    monkeypatch.setattr(ListPage, "__init__", lambda self, body: setattr(self, "body", body[: len(body) // 2]))
+    with pytest.raises(StorageError) as err:
+        sync(f"s3://{bucket}/anything", str(tmp_path / "back"))
+    assert str(err.value).startswith(f"s3://{bucket}/anything") and "\n" not in str(err.value)

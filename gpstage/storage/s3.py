@@ -145,7 +145,10 @@ class S3Tree(BucketTree):
         cut = len(self.prefix)
 
         def read(page: ListPage) -> str | None:
-            objects, token = page.read()
+            try:
+                objects, token = page.read()
+            except Exception as exc:  # a malformed answer, read outside the request's call: worded the same
+                raise self.provider.describe_error(exc, self.url) from exc
             times: dict[str | None, int | None] = {}  # LastModified -> ns: objects written together share a second
             for key, size, etag, modified in objects:
                 plain = etag.strip('"')
