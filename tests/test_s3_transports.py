@@ -7,6 +7,7 @@ the shapes the retry policy and the one-line messages read."""
 from __future__ import annotations
 
 import asyncio
+import gc
 import os
 from pathlib import Path
 
@@ -145,6 +146,23 @@ def test_read_pages_requests_the_next_page_first_and_never_trusts_a_wrong_hint()
     asyncio.run(read_pages(fetch, lambda page: page[2], read))
     assert items == ["a", "b", "c", "d"]
     assert events == ["fetch None", "fetch t1", "read ab", "fetch bad", "read c", "fetch t2", "read d"]
+
+    async def refused(token: str | None) -> tuple[str, str | None, str | None]:
+        if token == "bad":  # the store refuses the wrong guess before the page is read
+            raise ValueError("no such token")
+        await asyncio.sleep(0.01)
+        return pages[token]
+
+    async def quiet() -> list[dict]:
+        reported: list[dict] = []
+        asyncio.get_running_loop().set_exception_handler(lambda loop, context: reported.append(context))
+        await read_pages(refused, lambda page: page[2], read)
+        gc.collect()  # a task whose error nobody took reports it when collected
+        await asyncio.sleep(0)
+        return reported
+
+    items.clear()
+    assert asyncio.run(quiet()) == [] and items == ["a", "b", "c", "d"]
 
     cancelled = []
 

@@ -56,17 +56,26 @@ async def read_pages(fetch: Callable[[str | None], Awaitable[Page]], hint: Calla
         try:
             token = read(page)
         except BaseException:
-            if ahead is not None:
-                ahead.cancel()
+            _drop(ahead)
             raise
         if ahead is not None and token == guess:
             page = await ahead
             continue
-        if ahead is not None:
-            ahead.cancel()
+        _drop(ahead)
         if token is None:
             return
         page = await fetch(token)
+
+
+def _drop(task: asyncio.Future[Any] | None) -> None:
+    """Cancel a request made on a guess that proved wrong or useless; if it has failed already, its error
+    is taken (asyncio would otherwise report it as never retrieved): a dropped guess is no failure."""
+    if task is None:
+        return
+    if not task.done():
+        task.cancel()
+    elif not task.cancelled():
+        task.exception()
 
 
 def to_ns(value: Any) -> int | None:
