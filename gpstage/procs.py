@@ -16,20 +16,28 @@ def pid_alive(pid: int) -> bool:
         return False
     except PermissionError:
         return True
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rpartition(")")[2].split()[0] != "Z"
-    except OSError:
-        return True
+    fields = stat_fields(pid)
+    return fields is None or fields[0] != "Z"
 
 
 def start_ticks(pid: int) -> int | None:
     """When ``pid`` started, in clock ticks since boot (/proc/PID/stat field 22); None without /proc.
     Together with the pid it names one process: a new process given a reused pid starts later."""
+    fields = stat_fields(pid)
+    try:
+        return int(fields[19]) if fields is not None else None
+    except (ValueError, IndexError):
+        return None
+
+
+def stat_fields(pid: int) -> list[str] | None:
+    """/proc/PID/stat from field 3 (the state) on: ``[0]`` the state, ``[1]`` the parent's pid, ``[19]``
+    the start time. The command name before them may hold spaces and parentheses, so the split starts
+    after its last ``)``. None when the process is gone or there is no /proc."""
     try:
         with open(f"/proc/{pid}/stat") as f:
-            return int(f.read().rpartition(")")[2].split()[19])
-    except (OSError, ValueError, IndexError):
+            return f.read().rpartition(")")[2].split()
+    except OSError:
         return None
 
 

@@ -15,6 +15,7 @@ import pytest
 
 from examples.sample_job import expected_counts, lay_out_job
 from gpstage.launching import get_launcher
+from gpstage.procs import stat_fields
 from gpstage.records import RecordStore
 from gpstage.states import JobState
 
@@ -28,17 +29,10 @@ def processes(pattern: str) -> list[int]:
 
 def entries(pattern: str) -> list[int]:
     """The entry processes matching ``pattern``, not counting an entry's child in the moment between its
-    fork and its exec (it still shows the entry's command line)."""
+    fork and its exec (it still shows the entry's command line), nor one gone meanwhile."""
     pids = processes(pattern)
-    parents = {p: parent(p) for p in pids}
-    return [p for p, up in parents.items() if up is not None and up not in pids]
-
-
-def parent(pid: int) -> int | None:
-    try:
-        return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
-    except (OSError, IndexError, ValueError):
-        return None  # gone meanwhile: not counted
+    stats = {p: stat_fields(p) for p in pids}
+    return [p for p, fields in stats.items() if fields is not None and int(fields[1]) not in pids]
 
 
 def dispatchers() -> list[int]:
