@@ -83,7 +83,8 @@ class Runner:
         run = Run(tool.name, server.name, ds.name, op, rep)
         log = self.logs / f"{server.name}-{ds.name}-{tool.name}.log"
         timeout = 60 + ds.files / 40 + ds.nbytes / 8e6  # generous: only a hung tool should ever meet it
-        os.sync()  # untimed: no run pays for the writeback of an earlier run's gigabyte
+        if count:
+            os.sync()  # untimed: no timed run pays for the writeback of an earlier run's gigabyte
         before, cpu0 = (server.settled_counts(), server.cpu_seconds()) if count else (Counter(), 0.0)
         m = run_measured(tool.command(op, local, prefix, server), tool.env(server), log, timeout)
         after, cpu1 = (server.settled_counts(), server.cpu_seconds()) if count else (Counter(), 0.0)
