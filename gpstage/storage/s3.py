@@ -25,7 +25,7 @@ from gpstage.storage.buckets import BucketTree, bucket_path, read_pages, to_ns
 from gpstage.storage.errorfacts import ErrorFacts
 from gpstage.storage.local import LocalTree
 from gpstage.storage.s3xml import ListPage
-from gpstage.storage.source import ByteSource
+from gpstage.storage.source import ByteSource, FileRange
 from gpstage.storage.tree import SHA256_META, Entry
 
 PART_SIZE = 8 * 2**20  # files above this go multipart, in parts of this size (aws CLI's default)
@@ -185,25 +185,36 @@ class S3Tree(BucketTree):
         async def part(i: int, upload_id: str) -> str:
             async with self.part_slots:
                 offset = i * PART_SIZE
-                data = await src.read(offset, min(PART_SIZE, size - offset))
+                length = min(PART_SIZE, size - offset)
+                data = FileRange(src.path, offset, length) if src.path else await src.read(offset, length)
                 return await self.call(lambda: self.client.upload_part(self.bucket, key, upload_id, i + 1, data), rel)
 
         await self._in_parts(rel, -(-size // PART_SIZE), part, metadata)
 
     async def _in_parts(self, rel: str, count: int, part: Any, metadata: dict[str, str] | None) -> None:
         """A multipart upload of ``count`` parts, ``part(i, upload_id)`` making each (PARTS_IN_FLIGHT at a time);
-        aborted on any failure, so a failed upload leaves nothing behind."""
+        aborted on any failure, so a failed upload leaves nothing behind. After a failure no part starts,
+        and the abort waits for the parts in flight: a part that lands after the abort may be kept by the
+        store ("you might need to abort a multipart upload multiple times", S3's documentation)."""
         key = self.object_key(rel)
         upload_id = await self.call(lambda: self.client.create_multipart(self.bucket, key, metadata), rel)
         etags = [""] * count
         in_flight = asyncio.Semaphore(PARTS_IN_FLIGHT)
+        failed: list[BaseException] = []
 
         async def one(i: int) -> None:
             async with in_flight:
-                etags[i] = await part(i, upload_id)
+                if failed:
+                    return
+                try:
+                    etags[i] = await part(i, upload_id)
+                except Exception as exc:  # noqa: BLE001 - raised below, once the parts in flight ended
+                    failed.append(exc)
 
         try:
-            await gather_or_cancel(one(i) for i in range(count))
+            await asyncio.gather(*(one(i) for i in range(count)))
+            if failed:
+                raise failed[0]
             await self.call(lambda: self.client.complete_multipart(self.bucket, key, upload_id, etags), rel)
         except BaseException:
             with suppress(Exception):
@@ -277,14 +288,3 @@ class S3Tree(BucketTree):
             batch = keys[i:i + DELETE_BATCH]
             await self.call(lambda b=batch: self.client.delete_objects(self.bucket, b))
 
-
-async def gather_or_cancel(coros: Any) -> None:
-    """Run the coroutines concurrently; on the first failure cancel the others and raise it."""
-    tasks = [asyncio.ensure_future(c) for c in coros]
-    try:
-        await asyncio.gather(*tasks)
-    except BaseException:
-        for t in tasks:
-            t.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-        raise

@@ -43,6 +43,7 @@ from gpstage.storage.s3xml import (
     meta_headers,
     xml_escape,
 )
+from gpstage.storage.source import FileRange
 
 NOT_TAKEN = object()  # what S3Client._in_lane answers when the request is the own client's to send
 UNSIGNED = "UNSIGNED-PAYLOAD"  # the body is protected by TLS, Content-MD5 and size checks, not the signature
@@ -141,7 +142,8 @@ class S3Client:
         return f"{split.scheme}://{host}", host, f"/{encode_key(key)}"
 
     async def request(self, method: str, bucket: str, key: str = "", params: dict[str, str] | None = None,
-                      data: bytes | None = None, headers: dict[str, str] | None = None, small: bool = False) -> Any:
+                      data: bytes | FileRange | None = None, headers: dict[str, str] | None = None,
+                      small: bool = False) -> Any:
         """Send one signed request; raise :class:`S3ResponseError` unless it succeeded. The caller reads
         (and thereby releases) the returned response. ``small``: the answer is small and read whole, so
         the request may go over the standard library in a worker thread (:mod:`gpstage.storage.s3plain`)."""
@@ -297,9 +299,13 @@ class S3Client:
             raise error_of(500, text, resp.headers)
         return child_text(ElementTree.fromstring(text), "ETag") or ""
 
-    async def upload_part(self, bucket: str, key: str, upload_id: str, number: int, data: bytes) -> str:
+    async def upload_part(self, bucket: str, key: str, upload_id: str, number: int, data: bytes | FileRange) -> str:
+        """One UploadPart; returns its ETag. http.client in a worker thread sends a :class:`FileRange` from
+        the file itself (``sendfile``) and bytes as they are, without a copy; aiohttp (a proxy is set) the bytes."""
+        if isinstance(data, FileRange) and self.plain is None:
+            data = await asyncio.to_thread(data.read)
         resp = await self.request("PUT", bucket, key, params={"partNumber": str(number), "uploadId": upload_id}, data=data,
-                                  small=True)  # http.client in a thread: sent from the bytes as they are, no copy
+                                  small=True)
         resp.release()
         return resp.headers["ETag"]
 

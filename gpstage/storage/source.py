@@ -8,7 +8,7 @@ another store (docs/input-cache.md, "Inputs by URL") — the latter in bounded m
 from __future__ import annotations
 
 import asyncio
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 READ_IN_LOOP = 64 * 2**10  # smaller reads happen in the event loop: a thread hop costs more than the I/O
 
@@ -36,6 +36,18 @@ def read_range(path: str, offset: int, length: int) -> bytes:
         if offset:
             f.seek(offset)
         return f.read(length)
+
+
+class FileRange(NamedTuple):
+    """``length`` bytes of the local file ``path`` from ``offset``: a part that a transport able to send
+    from a file (:mod:`gpstage.storage.s3plain`, by ``sendfile``) never holds in memory."""
+
+    path: str
+    offset: int
+    length: int
+
+    def read(self) -> bytes:
+        return read_range(self.path, self.offset, self.length)
 
 
 class FileSource:
