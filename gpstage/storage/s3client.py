@@ -23,7 +23,6 @@ import hashlib
 import hmac
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import datetime, timedelta, timezone
-from email.utils import parsedate_to_datetime
 from typing import Any
 from urllib.parse import quote, unquote_plus, urlsplit
 from xml.etree import ElementTree
@@ -174,11 +173,8 @@ class S3Client:
 
     def _learn_clock(self, headers: Any) -> bool:
         """Adopt the store's clock from a refusal's ``Date`` header; False when it gives none."""
-        try:
-            server = parsedate_to_datetime(headers.get("Date", ""))
-        except (TypeError, ValueError):
-            return False
-        if server.tzinfo is None:
+        server = http_date(headers.get("Date"))
+        if server is None or server.tzinfo is None:
             return False
         self.signer.offset = server - datetime.now(timezone.utc)
         return True

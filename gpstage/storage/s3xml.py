@@ -26,6 +26,7 @@ class S3ResponseError(Exception):
 
 
 def http_date(value: str | None) -> datetime | None:
+    """An HTTP date header (HEAD's Last-Modified, a refusal's Date); None if absent or unreadable."""
     try:
         return parsedate_to_datetime(value) if value else None
     except (TypeError, ValueError):
