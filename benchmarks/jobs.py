@@ -112,17 +112,19 @@ def cpu_s(pid: int, children: bool = False) -> float:
 
 
 def dispatcher_pids(state: Path) -> list[int]:
-    """The state dir's dispatcher(s): anyone's child (the process that started one may have exited)."""
-    found = []
+    """The state dir's dispatcher(s): anyone's child (the process that started one may have exited). The
+    entries it forked show its command line too: a dispatcher is a match whose parent is not one."""
+    parents = {}
     for d in Path("/proc").iterdir():
         if d.name.isdigit():
             try:
                 argv = (d / "cmdline").read_bytes().split(b"\0")
-            except OSError:
+                parent = int((d / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
                 continue
             if b"launchers.local_queue" in argv and str(state).encode() in argv:
-                found.append(int(d.name))
-    return found
+                parents[int(d.name)] = parent
+    return [p for p, parent in parents.items() if parent not in parents]
 
 
 class Sampler(threading.Thread):

@@ -16,7 +16,9 @@ import json
 import os
 import select
 import signal
+import sys
 import time
+from pathlib import Path
 
 from pydantic import Field
 
@@ -32,7 +34,6 @@ from launchers.local_queue import (
     enqueue,
     ensure_dispatcher,
     entry_alive,
-    entry_executable,
     queued_file,
     read_backend,
     unqueue,
@@ -42,7 +43,13 @@ from launchers.local_queue import (
 CLAIM_WAIT_S = 5.0  # a cancel that finds its job claimed waits this long for the entry to start
 
 __all__ = ["LocalLauncher", "LocalSettings", "entry_command"]
-entry_command = entry_executable  # gpstage-entry beside this Python (the slurm launcher's default too)
+
+
+def entry_command() -> str:
+    """``gpstage-entry`` beside this Python, else the one on PATH: the slurm launcher's default (the
+    local launcher's entries are forked from its dispatcher, which runs this Python)."""
+    beside = Path(sys.executable).parent / "gpstage-entry"
+    return str(beside) if beside.exists() else "gpstage-entry"
 
 
 class LocalSettings(LauncherSettings):

@@ -4,8 +4,9 @@ A submitted job is a file in ``ROOT/local-queue/`` (named by its submit time, so
 and its account in ``ROOT/jobs/<id>/backend.json``: ``{"phase": queued|running|exited|lost, …}``. The
 dispatcher claims a file by renaming it into ``claimed/`` (atomic: a cancel that unlinks the queued file
 and the dispatcher cannot both win), starts ``gpstage-entry`` in its own session with the job's
-environment, keeps at most ``max_parallel`` entries running, and writes each exit code when it reaps
-the entry. A queued job costs a file, not an interpreter.
+environment — forked from the dispatcher, which imported the entry's code once (launchers/entry_fork.py)
+— keeps at most ``max_parallel`` entries running, and writes each exit code when it reaps the entry.
+A queued job costs a file, not an interpreter.
 
 It is started on demand by a submit or a status call that finds queued work and no dispatcher (an
 exclusive ``flock`` on ``ROOT/local-dispatcher.lock`` says one runs), and it exits when idle. Crash-safe:
@@ -20,15 +21,18 @@ import contextlib
 import fcntl
 import json
 import os
+import select
 import signal
 import subprocess
 import sys
 import time
+import traceback
 from pathlib import Path
 from typing import Any
 
 from gpstage.exitcodes import EXIT_GPSTAGE_ERROR, EXIT_SIGNAL_BASE
 from gpstage.procs import process_alive, start_ticks, this_host
+from launchers.entry_fork import fork_entry, warm
 
 QUEUE_DIR = "local-queue"
 LOCK_FILE = "local-dispatcher.lock"
@@ -105,23 +109,20 @@ def ensure_dispatcher(root: Path) -> None:
             fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             return  # one runs
-        with open(root / LOG_FILE, "ab") as log:
+        from gpstage.credfile import split
+
+        with open(root / LOG_FILE, "ab") as log:  # no credential in its environment: each job brings its own
             subprocess.Popen([sys.executable, "-m", "launchers.local_queue", str(root), str(lock.fileno())],
                              stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-                             pass_fds=(lock.fileno(),))
+                             pass_fds=(lock.fileno(),), env=split(os.environ)[1])
 
 
 # ---- the dispatcher ---------------------------------------------------------------------------
-def entry_executable() -> str:
-    beside = Path(sys.executable).parent / "gpstage-entry"
-    return str(beside) if beside.exists() else "gpstage-entry"
-
-
 class Dispatcher:
     def __init__(self, root: Path) -> None:
         self.root = root
         self.queue = root / QUEUE_DIR
-        self.children: dict[str, tuple[subprocess.Popen[bytes], Path]] = {}  # job id -> (entry, claimed file)
+        self.children: dict[str, tuple[int, Path, int | None]] = {}  # job id -> (entry pid, claimed file, pidfd)
         self.limit = 1
 
     def run(self, lock: Any) -> int:
@@ -140,6 +141,15 @@ class Dispatcher:
                     fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
                 except BlockingIOError:
                     return 0  # that submit started another dispatcher
+            self._pause()
+
+    def _pause(self) -> None:
+        """A tick, cut short when an entry ends (its pidfd): its exit code is recorded at once, and a
+        ``wait`` on it returns without waiting for the next tick."""
+        fds = [fd for _, _, fd in self.children.values() if fd is not None]
+        if fds:
+            select.select(fds, [], [], TICK_S)
+        else:
             time.sleep(TICK_S)
 
     def _waiting(self) -> list[Path]:
@@ -208,30 +218,39 @@ class Dispatcher:
             # cancel that comes between its start and then is held, not fatal to an entry that records nothing.
             held = signal.pthread_sigmask(signal.SIG_BLOCK, ENTRY_SIGNALS)
             try:
-                entry = subprocess.Popen([entry_executable(), *args], env=env, stdin=subprocess.DEVNULL,
-                                         stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+                pid = fork_entry(args, env, log.fileno(), ENTRY_SIGNALS)
             except OSError as e:
                 write_backend(job_dir, phase="exited", exit_code=EXIT_GPSTAGE_ERROR, error=f"cannot start the entry: {e}")
                 claimed.unlink(missing_ok=True)
                 return False
             finally:
                 signal.pthread_sigmask(signal.SIG_SETMASK, held)
-        write_backend(job_dir, phase="running", entry_pid=entry.pid, entry_started=start_ticks(entry.pid),
-                      host=this_host())
-        self.children[job_id] = (entry, claimed)
+        write_backend(job_dir, phase="running", entry_pid=pid, entry_started=start_ticks(pid), host=this_host())
+        self.children[job_id] = (pid, claimed, _pidfd(pid))
         return True
 
     def _reap(self) -> None:
-        for job_id, (entry, claimed) in list(self.children.items()):
-            code = entry.poll()
-            if code is None:
+        for job_id, (pid, claimed, fd) in list(self.children.items()):
+            done, status = os.waitpid(pid, os.WNOHANG)
+            if not done:
                 continue
+            code = os.waitstatus_to_exitcode(status)
             job_dir = self.root / "jobs" / job_id
             backend = read_backend(job_dir)
             write_backend(job_dir, **{**backend, "phase": "exited",
                                       "exit_code": code if code >= 0 else EXIT_SIGNAL_BASE - code})
             claimed.unlink(missing_ok=True)
+            if fd is not None:
+                os.close(fd)
             del self.children[job_id]
+
+
+def _pidfd(pid: int) -> int | None:
+    """A descriptor that becomes readable when ``pid`` ends (Linux 5.3+), or None: then ticks alone."""
+    try:
+        return os.pidfd_open(pid)
+    except (AttributeError, OSError):
+        return None
 
 
 def main(root: Path, lock_fd: int | None = None) -> int:
@@ -245,6 +264,10 @@ def main(root: Path, lock_fd: int | None = None) -> int:
             return 0  # another dispatcher runs
         for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):  # the entries live on; the next dispatcher adopts
             signal.signal(sig, lambda *_: sys.exit(0))
+        try:
+            warm()  # before the first fork: every entry then starts without importing its code
+        except Exception:  # noqa: BLE001 - each forked entry imports it again and reports why in its entry.log
+            traceback.print_exc()
         with contextlib.suppress(SystemExit):
             return Dispatcher(root).run(lock)
     return 0

@@ -27,16 +27,18 @@ def processes(pattern: str) -> list[int]:
     return [int(p) for p in done.stdout.split()]
 
 
-def entries(pattern: str) -> list[int]:
-    """The entry processes matching ``pattern``, not counting an entry's child in the moment between its
-    fork and its exec (it still shows the entry's command line), nor one gone meanwhile."""
-    pids = processes(pattern)
-    stats = {p: stat_fields(p) for p in pids}
-    return [p for p, fields in stats.items() if fields is not None and int(fields[1]) not in pids]
+def dispatchers_and_entries() -> tuple[list[int], list[int]]:
+    """An entry is forked from the dispatcher, so both show the dispatcher's command line: a dispatcher
+    is a match whose parent is not one, an entry a match whose parent is a dispatcher (an entry's own
+    child between its fork and its exec is neither)."""
+    pids = processes(f"launchers.local_queue {RecordStore().root}")
+    parents = {p: int(fields[1]) for p in pids if (fields := stat_fields(p)) is not None}
+    found = [p for p, parent in parents.items() if parent not in parents]
+    return found, [p for p, parent in parents.items() if parent in found]
 
 
 def dispatchers() -> list[int]:
-    return processes(f"launchers.local_queue {RecordStore().root}")
+    return dispatchers_and_entries()[0]
 
 
 def test_many_queued_jobs_are_one_dispatcher_and_at_most_max_parallel_entries(tmp_path: Path) -> None:
@@ -45,8 +47,8 @@ def test_many_queued_jobs_are_one_dispatcher_and_at_most_max_parallel_entries(tm
     handles = [launcher.submit(s) for s in specs]
     most_entries, most_dispatchers = 0, 0
     while not all(launcher.status(s.job_id).state.terminal for s in specs):
-        most_entries = max(most_entries, len(entries(f"gpstage-entry --spec .*{tmp_path}")))
-        most_dispatchers = max(most_dispatchers, len(dispatchers()))
+        found, entries = dispatchers_and_entries()
+        most_entries, most_dispatchers = max(most_entries, len(entries)), max(most_dispatchers, len(found))
         time.sleep(0.05)
     assert 1 <= most_entries <= 2 and most_dispatchers == 1
     assert not processes(f"launchers.local {RecordStore().root}")  # no per-job worker interpreters
@@ -57,6 +59,41 @@ def test_many_queued_jobs_are_one_dispatcher_and_at_most_max_parallel_entries(tm
     while dispatchers() and time.monotonic() < deadline:  # idle: it goes
         time.sleep(0.1)
     assert not dispatchers()
+
+
+def test_a_forked_entry_has_the_jobs_environment_and_nothing_of_the_dispatchers(tmp_path: Path,
+                                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    """The second job is forked from a dispatcher started for the first, in another environment: it sees
+    its own submitter's variables only (TMPDIR included: the standard library's cache of it is reset),
+    runs as ``gpstage-entry`` in its own session, holds no descriptor of the dispatcher's (the lock
+    would keep later dispatchers from starting), and its exit handlers run (the credentials' private dir
+    is gone)."""
+    launcher = get_launcher("local", {"max_parallel": 2, "poll_interval": 0.1})
+    monkeypatch.setenv("GPSTAGE_TEST_ONLY_FIRST", "1")
+    monkeypatch.setenv("GPSTAGE_TEST_WHICH", "first")
+    first = launcher.submit(lay_out_job(tmp_path / "a", "nfs:///", job_id="first", sleep_s=2))
+    monkeypatch.delenv("GPSTAGE_TEST_ONLY_FIRST")
+    monkeypatch.setenv("GPSTAGE_TEST_WHICH", "second")
+    key = tmp_path / "key.json"
+    key.write_text('{"type": "not-a-real-key"}')
+    monkeypatch.setenv("GOOGLE_APPLICATION_CREDENTIALS", str(key))  # its content goes to a private dir of the entry
+    monkeypatch.setenv("TMPDIR", str(tmp_path / "tmp"))  # ...in the job's TMPDIR, not the dispatcher's
+    (tmp_path / "tmp").mkdir()
+    spec = lay_out_job(tmp_path / "b", "nfs:///", job_id="second")
+    probe = Path(spec.workdir)
+    Path(spec.metadata_dir, "exec.sh").write_text(
+        f"env > {probe}/env.txt\ncat /proc/$PPID/comm > {probe}/comm.txt\nls -l /proc/$PPID/fd > {probe}/fds.txt\n"
+        f"ps -o sid= -p $PPID > {probe}/sid.txt\necho $PPID > {probe}/pid.txt\nls $TMPDIR > {probe}/tmp.txt\n")
+    second = launcher.submit(spec)
+    assert second.wait(timeout=60).ok and first.wait(timeout=60).ok
+    env = dict(line.split("=", 1) for line in (probe / "env.txt").read_text().splitlines() if "=" in line)
+    assert env["GPSTAGE_TEST_WHICH"] == "second" and "GPSTAGE_TEST_ONLY_FIRST" not in env
+    assert "GOOGLE_APPLICATION_CREDENTIALS" not in env  # the entry's own, never a child's
+    assert (probe / "comm.txt").read_text().strip() == "gpstage-entry"
+    assert "local-dispatcher.lock" not in (probe / "fds.txt").read_text()
+    assert (probe / "sid.txt").read_text().strip() == (probe / "pid.txt").read_text().strip()  # its own session
+    assert (probe / "tmp.txt").read_text().startswith("gpstage-credentials-")  # while it ran...
+    assert not list((tmp_path / "tmp").iterdir())  # ...and removed at its end
 
 
 def test_a_killed_dispatcher_is_replaced_and_its_running_entry_adopted(tmp_path: Path) -> None:
