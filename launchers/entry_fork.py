@@ -14,7 +14,8 @@ entry holding it would keep every later dispatcher from starting — and none of
 library's caches of the environment reset (the temp dir, the time zone); a fresh random seed (retry jitter);
 ``gpstage-entry`` as its process name (``ps -e``, ``pgrep -x``); and, at its end, the exit handlers an
 interpreter exit would run (one removes the credentials' private dir), then ``os._exit`` — never a
-return into the dispatcher's code.
+return into the dispatcher's code. A job whose ``PYTHON*`` variables differ from the dispatcher's (a
+``PYTHONPATH`` that shows other plugins, say) gets the same set-up, then an exec of ``gpstage-entry``.
 """
 
 from __future__ import annotations
@@ -29,15 +30,24 @@ import tempfile
 import time
 import traceback
 from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
 
 PROCESS_NAME = b"gpstage-entry"  # at most 15 bytes: the kernel's limit for a process name
+_PRCTL: list[Any] = []  # libc's prctl, found by warm(): a child does not import ctypes for it
 
 
 def warm() -> None:
-    """Import the entry's code into this process, once, before the first fork."""
+    """Import the entry's code into this process, once, before the first fork (and ctypes, for the name)."""
+    import ctypes
+
     from container_entry.api import warm_entry
 
     warm_entry()
+    try:
+        _PRCTL.append(ctypes.CDLL(None, use_errno=True).prctl)
+    except (OSError, AttributeError):
+        pass  # not Linux: entries keep the dispatcher's name
 
 
 def fork_entry(args: list[str], env: dict[str, str], log_fd: int, default_signals: Iterable[int]) -> int:
@@ -79,9 +89,13 @@ def _run_child(args: list[str], env: dict[str, str], log_fd: int, default_signal
     os.closerange(3, _fd_limit())
     for sig in default_signals:
         signal.signal(sig, signal.SIG_DFL)
+    alike = same_interpreter(env)
     atexit._clear()
     os.environ.clear()
     os.environ.update(env)
+    if not alike:  # an interpreter started with this environment would differ: start one
+        command = entry_executable()
+        os.execvp(command, [command, *args])
     tempfile.tempdir = None  # the standard library's caches of the environment: TMPDIR...
     time.tzset()  # ...and TZ
     random.seed()  # the retry policy's jitter: not the same sequence in every entry
@@ -89,6 +103,22 @@ def _run_child(args: list[str], env: dict[str, str], log_fd: int, default_signal
     from container_entry.api import run_entry
 
     return run_entry(args)
+
+
+def same_interpreter(env: dict[str, str]) -> bool:
+    """Whether ``gpstage-entry`` started with ``env`` would run in an interpreter like this one: the
+    ``PYTHON*`` variables are read at start-up only (``PYTHONPATH``: where plugins are found;
+    ``PYTHONHASHSEED``, ``PYTHONWARNINGS``, ...). A job whose variables differ is exec'd instead."""
+    def python(variables: dict[str, str]) -> dict[str, str]:
+        return {k: v for k, v in variables.items() if k.startswith("PYTHON")}
+
+    return python(env) == python(dict(os.environ))
+
+
+def entry_executable() -> str:
+    """``gpstage-entry`` beside this Python, else the one on PATH."""
+    beside = Path(sys.executable).parent / "gpstage-entry"
+    return str(beside) if beside.exists() else "gpstage-entry"
 
 
 def _fd_limit() -> int:
@@ -100,9 +130,5 @@ def _fd_limit() -> int:
 
 def _name_process() -> None:
     """``gpstage-entry`` as the process name (not its command line, which stays the dispatcher's)."""
-    try:
-        import ctypes
-
-        ctypes.CDLL(None, use_errno=True).prctl(15, PROCESS_NAME, 0, 0, 0)  # PR_SET_NAME (Linux)
-    except (OSError, AttributeError):
-        pass
+    for prctl in _PRCTL:
+        prctl(15, PROCESS_NAME, 0, 0, 0)  # PR_SET_NAME

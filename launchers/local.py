@@ -16,9 +16,7 @@ import json
 import os
 import select
 import signal
-import sys
 import time
-from pathlib import Path
 
 from pydantic import Field
 
@@ -26,6 +24,7 @@ from gpstage.credfile import gather, split, write
 from gpstage.records import JobRecord
 from gpstage.states import EXIT_SIGNAL_BASE, JobState
 from launchers.base import BackendState, Launcher, LauncherSettings, entry_args
+from launchers.entry_fork import entry_executable
 from launchers.local_queue import (
     CANCEL_FILE,
     CREDENTIALS_FILE,
@@ -45,11 +44,7 @@ CLAIM_WAIT_S = 5.0  # a cancel that finds its job claimed waits this long for th
 __all__ = ["LocalLauncher", "LocalSettings", "entry_command"]
 
 
-def entry_command() -> str:
-    """``gpstage-entry`` beside this Python, else the one on PATH: the slurm launcher's default (the
-    local launcher's entries are forked from its dispatcher, which runs this Python)."""
-    beside = Path(sys.executable).parent / "gpstage-entry"
-    return str(beside) if beside.exists() else "gpstage-entry"
+entry_command = entry_executable  # the slurm launcher's default
 
 
 class LocalSettings(LauncherSettings):

@@ -96,6 +96,26 @@ def test_a_forked_entry_has_the_jobs_environment_and_nothing_of_the_dispatchers(
     assert not list((tmp_path / "tmp").iterdir())  # ...and removed at its end
 
 
+def test_a_job_with_other_python_variables_gets_an_interpreter_of_its_own(tmp_path: Path,
+                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """PYTHONPATH (where plugins are found) and the other PYTHON* variables act at an interpreter's start
+    only: a job whose differ from the dispatcher's is exec'd, one like it forked."""
+    launcher = get_launcher("local", {"max_parallel": 2, "poll_interval": 0.1})
+    handles, workdirs = [], []
+    for name, extra in (("alike", None), ("other", str(tmp_path / "plugins"))):
+        if extra:
+            monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, (extra, os.environ.get("PYTHONPATH")))))
+        spec = lay_out_job(tmp_path / name, "nfs:///", job_id=name)
+        Path(spec.metadata_dir, "exec.sh").write_text(f"tr '\\0' ' ' < /proc/$PPID/cmdline > {spec.workdir}/cmdline.txt\n"
+                                                      + ("sleep 2\n" if not extra else ""))
+        handles.append(launcher.submit(spec))  # the first starts the dispatcher: its variables are the first's
+        workdirs.append(Path(spec.workdir))
+    assert all(h.wait(timeout=60).ok for h in handles)
+    alike, other = ((w / "cmdline.txt").read_text() for w in workdirs)
+    assert "launchers.local_queue" in alike and "gpstage-entry --spec" not in alike
+    assert "gpstage-entry --spec" in other
+
+
 def test_a_killed_dispatcher_is_replaced_and_its_running_entry_adopted(tmp_path: Path) -> None:
     launcher = get_launcher("local", {"max_parallel": 1, "poll_interval": 0.1})
     specs = [lay_out_job(tmp_path / f"j{i}", "nfs:///", job_id=f"k{i}", sleep_s=1.5) for i in range(3)]
