@@ -125,7 +125,14 @@ class SlurmLauncher(Launcher):
         return BackendState(ended, exit_code, message, timed_out=state in TIMEOUT)
 
     def kill(self, record: JobRecord) -> None:
-        self._run(["scancel", "--full", "--signal=TERM", str(record.backend_id)], "scancel", check=False)
+        """SIGTERM to every step, the batch step (the entry) included: the entry records the cancel. A job
+        allocated whose batch step has not started yet has no one to get a signal (CI saw one run its
+        whole 60 s after such a cancel), so it is ended instead, as a pending one."""
+        job = str(record.backend_id)
+        self._run(["scancel", "--full", "--signal=TERM", job], "scancel", check=False)
+        steps = self._run(["squeue", "--noheader", "--steps", "--jobs", job, "--format=%i"], "squeue", check=False)
+        if f"{job}.batch" not in steps.stdout.split():
+            self._run(["scancel", job], "scancel", check=False)
 
     def cleanup(self, record: JobRecord) -> None:
         (self.store.job_dir(record.job_id) / "credentials.json").unlink(missing_ok=True)

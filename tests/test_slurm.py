@@ -64,6 +64,17 @@ def test_cancel_a_running_slurm_job(tmp_path: Path, slurm, images) -> None:
     assert time.monotonic() - started < 30
 
 
+def test_a_job_cancelled_as_slurm_starts_it_ends_cancelled(tmp_path: Path, slurm, images) -> None:
+    """The cancel comes at once: the job is pending, or allocated with its batch step not started, when a
+    signal reaches no one; it must still end, not run its 120 s. (Which of the two it meets depends on
+    timing: CI once met the second, in a conformance test, and the job ran its whole 60 s.)"""
+    spec = lay_out_job(tmp_path / "e", "nfs:///", image=images["bash-module"], sleep_s=120)
+    handle = slurm("apptainer").submit(spec)
+    started = time.monotonic()
+    assert handle.cancel().state is JobState.CANCELLED
+    assert time.monotonic() - started < 45
+
+
 def test_sbatch_missing_partition_is_a_clear_error(tmp_path: Path, slurm, images) -> None:
     spec = lay_out_job(tmp_path / "d", "nfs:///", image=images["bash-module"])
     with pytest.raises(GpstageError, match="sbatch failed"):
