@@ -68,6 +68,8 @@ def _child(args: list[str], env: dict[str, str], log_fd: int, default_signals: I
         code = _run_child(args, env, log_fd, default_signals)
     except SystemExit as exit_:
         code = exit_.code if isinstance(exit_.code, int) else (0 if exit_.code is None else 1)
+        if exit_.code is not None and not isinstance(exit_.code, int):
+            print(exit_.code, file=sys.stderr)  # as the interpreter prints sys.exit("message")
     except BaseException:  # noqa: BLE001 - reported as the interpreter would report it: traceback, exit 1
         traceback.print_exc()
     try:
@@ -80,8 +82,10 @@ def _child(args: list[str], env: dict[str, str], log_fd: int, default_signals: I
 
 
 def _run_child(args: list[str], env: dict[str, str], log_fd: int, default_signals: Iterable[int]) -> int:
-    gc.freeze()  # the dispatcher's objects are never collected here: a file object closing its fd number
-    os.setsid()  # after closerange below would close one of the entry's own files
+    # The dispatcher's objects are never collected here: a file object of its, closing its descriptor's
+    # number after the closerange below, would close one of the entry's own files.
+    gc.freeze()
+    os.setsid()
     null = os.open(os.devnull, os.O_RDONLY)
     os.dup2(null, 0)
     os.dup2(log_fd, 1)
