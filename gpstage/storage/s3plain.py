@@ -7,8 +7,9 @@ Why: a sync of a GenePattern job dir (20 small files) is mostly start-up, and im
 aiohttp; listing pages are requested one after another anyway, so a blocking connection in a worker
 thread costs nothing in concurrency. A multipart part of a local file is sent from the file by
 ``sendfile`` (:class:`~gpstage.storage.source.FileRange`): the kernel copies it from the page cache, and
-the part never exists in this process (aiohttp kept a copy of each part in its transport buffer: 1 GiB up
-peaked at 147 MiB RSS; from bytes here, 152 MiB; from the file, see docs/design.md, "The S3 fast lane").
+the part never exists in this process (aiohttp kept a copy of each part in its transport buffer: 256 MiB
+up peaked at 147 MiB RSS; sent from bytes here, 1 GiB up peaked at 152 MiB; from the file, at 46 MiB:
+docs/design.md, "The S3 fast lane").
 aiohttp stays for streamed and ranged GETs, copies, and when a proxy is set.
 
 Not used when a proxy is configured (``HTTP(S)_PROXY``/``ALL_PROXY``): aiohttp honours those, this does
