@@ -42,9 +42,7 @@ from launchers.local_queue import (
 CLAIM_WAIT_S = 5.0  # a cancel that finds its job claimed waits this long for the entry to start
 
 __all__ = ["LocalLauncher", "LocalSettings", "entry_command"]
-
-
-entry_command = entry_executable  # the slurm launcher's default
+entry_command = entry_executable  # gpstage-entry beside this Python: the slurm launcher's default
 
 
 class LocalSettings(LauncherSettings):
