@@ -45,6 +45,7 @@ from gpstage.storage.s3xml import (
 from gpstage.storage.source import FileRange
 
 NOT_TAKEN = object()  # what S3Client._in_lane answers when the request is the own client's to send
+PLAIN_FIRST = 32  # a client's first whole-object GETs and PUTs go over http.client, the rest through the lane
 UNSIGNED = "UNSIGNED-PAYLOAD"  # the body is protected by TLS, Content-MD5 and size checks, not the signature
 
 
@@ -112,6 +113,9 @@ class S3Client:
         self.pool = pool
         self.session: Any = None  # aiohttp's, made on first use: a sync of small files may never need it
         self.plain = None if proxied() else PlainTransport(connect_timeout, read_timeout)  # listings, HEADs, deletes
+        # The lane costs once (obstore's import and one store per bucket: ~25 ms) and saves per request:
+        # a job dir's 20 files are over before it pays back, a 1,000-file sync is not (design, "The S3 fast lane").
+        self.plain_first = PLAIN_FIRST if self.plain is not None else 0
 
     def _session(self) -> Any:
         if self.session is None:
@@ -187,11 +191,16 @@ class S3Client:
             params["continuation-token"] = token
         return ListPage(await (await self.request("GET", bucket, params=params, small=True)).read())
 
-    async def _in_lane(self, key: str, op: Callable[[ObstoreLane], Awaitable[Any]], writes: bool = False) -> Any:
+    async def _in_lane(self, key: str, op: Callable[[ObstoreLane], Awaitable[Any]], writes: bool = False,
+                       whole: bool = False) -> Any:
         """``op(lane)`` when the lane takes ``key`` (``writes``: and the write needs no header of the own
-        client's); :data:`NOT_TAKEN` otherwise. A store that refuses the lane's clock gets NOT_TAKEN too,
-        and from then on every request of this client's, which adopts the store's clock."""
+        client's); :data:`NOT_TAKEN` otherwise, and for the first :data:`PLAIN_FIRST` ``whole``-object
+        requests, which http.client sends. A store that refuses the lane's clock gets NOT_TAKEN too, and
+        from then on every request of this client's, which adopts the store's clock."""
         if self.lane is None or not self.lane.takes(key) or (writes and self.write_headers):
+            return NOT_TAKEN
+        if whole and self.plain_first > 0:
+            self.plain_first -= 1
             return NOT_TAKEN
         try:
             return await op(self.lane)
@@ -200,19 +209,20 @@ class S3Client:
             return NOT_TAKEN
 
     async def get_bytes(self, bucket: str, key: str) -> bytes:
-        done = await self._in_lane(key, lambda lane: lane.get(bucket, key))
-        if done is not NOT_TAKEN:
-            return done
-        resp = await self.request("GET", bucket, key)
+        done = await self._in_lane(key, lambda lane: lane.get(bucket, key), whole=True)
+        return done if done is not NOT_TAKEN else await self._get_own(bucket, key)
+
+    async def _get_own(self, bucket: str, key: str) -> bytes:
+        resp = await self.request("GET", bucket, key, small=True)
         return await resp.read()
 
     async def get_then(self, bucket: str, key: str, then: Callable[[bytes], None]) -> BaseException | None:
         """The whole object handed to ``then`` in a worker thread (in the lane's, when it takes the key);
         ``then``'s failure is returned (:meth:`ObstoreLane.get_then`)."""
-        done = await self._in_lane(key, lambda lane: lane.get_then(bucket, key, then))
+        done = await self._in_lane(key, lambda lane: lane.get_then(bucket, key, then), whole=True)
         if done is not NOT_TAKEN:
             return done
-        data = await self.get_bytes(bucket, key)
+        data = await self._get_own(bucket, key)
         try:
             await asyncio.to_thread(then, data)
         except Exception as exc:  # noqa: BLE001 - as the lane does
@@ -259,12 +269,12 @@ class S3Client:
         """PutObject with Content-MD5 (or a signed payload, in the lane), so the store refuses a body damaged
         on the way; returns the ETag."""
         if not metadata:
-            done = await self._in_lane(key, lambda lane: lane.put(bucket, key, data), writes=True)
+            done = await self._in_lane(key, lambda lane: lane.put(bucket, key, data), writes=True, whole=True)
             if done is not NOT_TAKEN:
                 return done
         md5 = base64.b64encode(hashlib.md5(data).digest()).decode()
         resp = await self.request("PUT", bucket, key, data=data,
-                                  headers={"Content-MD5": md5, **self.write_headers, **meta_headers(metadata)})
+                                  headers={"Content-MD5": md5, **self.write_headers, **meta_headers(metadata)}, small=True)
         resp.release()
         return resp.headers.get("ETag", "")
 

@@ -1,4 +1,5 @@
-"""The fast lane of gpstage's S3 client: every GET of a download and the single PUTs, through obstore.
+"""The fast lane of gpstage's S3 client: every GET of a download and the single PUTs, through obstore
+(once the client has sent its first ``s3client.PLAIN_FIRST`` whole-object requests itself).
 
 Why: a sync of many small files is bound by the client's cost per request. In gpstage's own client
 (aiohttp, one event loop) that cost is Python's, serialised by the GIL on one core; obstore (Python
@@ -58,7 +59,10 @@ class ObstoreLane:
 
     def __init__(self, endpoint: str | None, region: str, access_key: str, secret_key: str, token: str | None, *,
                  connect_timeout: float, read_timeout: float, workers: int) -> None:
-        import obstore  # noqa: F401 - fail here, at connect, when the lane cannot be had
+        from importlib.util import find_spec
+
+        if find_spec("obstore") is None:  # fail here, at connect, when the lane cannot be had; imported on first use
+            raise ImportError("obstore is not installed")
 
         self.endpoint = endpoint
         self.region = region

@@ -1,15 +1,16 @@
-"""S3 requests with small answers (listings, HEADs, deletes, multipart parts) over the standard library's
-http.client, each in a worker thread.
+"""S3 requests with small answers (listings, HEADs, deletes, multipart parts, and a client's first
+whole-object GETs and PUTs) over the standard library's http.client, each in a worker thread.
 
 Why: a sync of a GenePattern job dir (20 small files) is mostly start-up, and importing aiohttp costs
 ~0.13 s of it (it builds two SSL contexts at import, even for an http endpoint). With the fast lane
 (:mod:`gpstage.storage.s3lane`) taking the GETs and PUTs, a listing was the only reason left to import
 aiohttp; listing pages are requested one after another anyway, so a blocking connection in a worker
-thread costs nothing in concurrency. A multipart part of a local file is sent from the file by
-``sendfile`` (:class:`~gpstage.storage.source.FileRange`): the kernel copies it from the page cache, and
-the part never exists in this process (aiohttp kept a copy of each part in its transport buffer: 256 MiB
-up peaked at 147 MiB RSS; sent from bytes here, 1 GiB up peaked at 152 MiB; from the file, at 46 MiB:
-docs/design.md, "The S3 fast lane").
+thread costs nothing in concurrency. A client's first 32 whole-object GETs and PUTs come here too: a job
+dir is done before loading obstore would pay back (``s3client.PLAIN_FIRST``). A multipart part of a
+local file is sent from the file by ``sendfile`` (:class:`~gpstage.storage.source.FileRange`): the
+kernel copies it from the page cache, and the part never exists in this process (aiohttp kept a copy of
+each part in its transport buffer: 256 MiB up peaked at 147 MiB RSS; sent from bytes here, 1 GiB up
+peaked at 152 MiB; from the file, at 46 MiB: docs/design.md, "The S3 fast lane").
 aiohttp stays for streamed and ranged GETs, copies, and when a proxy is set.
 
 Not used when a proxy is configured (``HTTP(S)_PROXY``/``ALL_PROXY``): aiohttp honours those, this does
