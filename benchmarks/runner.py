@@ -60,6 +60,8 @@ class Case:
     tool_reps: dict[str, int] = field(default_factory=dict)  # fewer repetitions for some tools
 
     def runs_tool(self, tool: Tool, rep: int) -> bool:
+        if tool.datasets is not None and self.dataset.name not in tool.datasets:
+            return False
         owner = "rclone" if tool.name == "rclone-sizeonly" else tool.name
         return rep <= self.tool_reps.get(owner, self.reps)
 
@@ -181,8 +183,9 @@ class Runner:
         """Each tool uploads its own copy once (untimed, all at the same time, but checked), then only the
         re-sync of the unchanged tree is timed. Own copies matter: gpstage's no-op reads its manifest,
         rclone's the mtime metadata it stored."""
-        seeders = [t for t in self.tools if "noop" in t.ops and t.name != "rclone-sizeonly"]
-        for tool in (t for t in self.tools if "noop" not in t.ops):
+        here = [t for t in self.tools if t.datasets is None or case.dataset.name in t.datasets]
+        seeders = [t for t in here if "noop" in t.ops and t.name != "rclone-sizeonly"]
+        for tool in (t for t in here if "noop" not in t.ops):
             self.say(f"   {tool.name}: no sync mode, so no no-op to time")
         started = time.monotonic()
         with ThreadPoolExecutor(max(1, len(seeders))) as pool:

