@@ -9,6 +9,8 @@ from docs/design.md §9; with ``--json`` the only thing on stdout is one JSON do
 
 from __future__ import annotations
 
+import atexit
+import gc
 import sys
 
 from gpstage.errors import GpstageError
@@ -22,6 +24,10 @@ def main(argv: list[str] | None = None) -> None:
         if args[:1] == ["sync"]:
             from gpstage.cli.sync_cmd import sync_main
 
+            # The interpreter's final collections would walk every object of every module only to free
+            # memory the exit frees anyway: ~12 ms of a 20-file sync's ~145 ms here (docs/design.md §19).
+            # Registered first, so it runs after every other exit handler; the engine has closed its files.
+            atexit.register(gc.freeze)
             sync_main(args[1:])
         else:
             from gpstage.cli.app import app
