@@ -9,6 +9,8 @@ from __future__ import annotations
 import asyncio
 import gc
 import os
+import socketserver
+import threading
 from pathlib import Path
 
 import pytest
@@ -20,6 +22,7 @@ from gpstage.storage.buckets import read_pages
 from gpstage.storage.s3client import S3Client
 from gpstage.storage.s3creds import Credentials
 from gpstage.storage.s3lane import ClockSkewed, ObstoreLane, translate
+from gpstage.storage.s3plain import STALE, PlainTransport
 from gpstage.storage.s3xml import ListPage, S3ResponseError
 from gpstage.storage.source import FileSource
 from gpstage.sync import sync
@@ -247,3 +250,40 @@ def test_a_malformed_listing_page_is_a_one_line_storage_error(bucket: str, monke
     with pytest.raises(StorageError) as err:
         sync(f"s3://{bucket}/anything", str(tmp_path / "back"))
     assert str(err.value).startswith(f"s3://{bucket}/anything") and "\n" not in str(err.value)
+
+
+class _AnswersThenHangsUp(socketserver.StreamRequestHandler):
+    """One answer per connection, promising keep-alive, then the connection closed: what a store does to a
+    connection that a client kept idle for longer than the store keeps one."""
+
+    served: list[bytes]
+
+    def handle(self) -> None:
+        method = self.rfile.readline().split(b" ")[0]
+        length = 0
+        while (line := self.rfile.readline()) not in (b"\r\n", b""):
+            name, _, value = line.partition(b":")
+            if name.strip().lower() == b"content-length":
+                length = int(value)
+        self.rfile.read(length)
+        self.served.append(method)
+        self.wfile.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+
+
+def test_a_kept_connection_the_store_closed_is_replaced_once_and_a_post_never_sent_twice() -> None:
+    served: list[bytes] = []
+    handler = type("Handler", (_AnswersThenHangsUp,), {"served": served})
+    with socketserver.ThreadingTCPServer(("127.0.0.1", 0), handler) as server:
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        base = f"http://127.0.0.1:{server.server_address[1]}"
+        transport = PlainTransport(connect_timeout=2, read_timeout=5)
+        try:
+            for method, body in (("GET", None), ("PUT", b"x"), ("HEAD", None), ("DELETE", None), ("GET", None)):
+                assert transport.send(method, base, "/b/k", {"host": "h"}, body).status == 200
+            assert served == [b"GET", b"PUT", b"HEAD", b"DELETE", b"GET"]  # each once, though every kept one was dead
+            with pytest.raises(STALE):
+                transport.send("POST", base, "/b/k?uploads", {"host": "h"}, b"")
+            assert served[-1] == b"GET", "a POST on a dead connection is not sent again"
+        finally:
+            transport.close()
+            server.shutdown()

@@ -14,7 +14,11 @@ peaked at 152 MiB; from the file, at 46 MiB: docs/design.md, "The S3 fast lane")
 aiohttp stays for streamed and ranged GETs, copies, and when a proxy is set.
 
 Not used when a proxy is configured (``HTTP(S)_PROXY``/``ALL_PROXY``): aiohttp honours those, this does
-not. Connections are kept and reused; one that failed is closed, never reused.
+not. Connections are kept and reused; one that failed is closed, never reused. A store closes a kept
+connection that sat idle (SeaweedFS did, while a 100,000-file upload kept the lane busy for minutes and
+then wrote its manifest here), and the next request on it finds it gone before any answer: that request
+is sent again on a new connection, once and outside the retry policy — otherwise every retry could draw
+another dead connection from the pool and the sync fail with every attempt spent.
 """
 
 from __future__ import annotations
@@ -29,6 +33,9 @@ from urllib.parse import urlsplit
 from gpstage.storage.source import FileRange
 
 PROXY_VARIABLES = ("http_proxy", "https_proxy", "all_proxy")
+# How a connection the store closed while it was kept shows on its next request, before any answer.
+STALE = (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError, ConnectionAbortedError)
+RESENDABLE = frozenset(("GET", "HEAD", "PUT", "DELETE"))  # idempotent on S3; a POST (multipart) is never sent twice
 
 
 def proxied() -> bool:
@@ -63,7 +70,17 @@ class PlainTransport:
     def send(self, method: str, base: str, target: str, headers: dict[str, str],
              body: bytes | FileRange | None = None) -> PlainResponse:
         """One request to ``base`` (scheme://host) for ``target`` (path?query, already encoded)."""
-        conn = self._take(base)
+        conn = self._kept(base)
+        if conn is not None:
+            try:
+                return self._exchange(conn, base, method, target, headers, body)
+            except STALE:
+                if method not in RESENDABLE:
+                    raise
+        return self._exchange(self._connect(base), base, method, target, headers, body)
+
+    def _exchange(self, conn: http.client.HTTPConnection, base: str, method: str, target: str, headers: dict[str, str],
+                  body: bytes | FileRange | None) -> PlainResponse:
         try:
             if isinstance(body, FileRange):
                 send_file(conn, method, target, headers, body)
@@ -88,11 +105,12 @@ class PlainTransport:
                     conn.close()
             self.idle.clear()
 
-    def _take(self, base: str) -> http.client.HTTPConnection:
+    def _kept(self, base: str) -> http.client.HTTPConnection | None:
         with self.lock:
             kept = self.idle.get(base)
-            if kept:
-                return kept.pop()
+            return kept.pop() if kept else None
+
+    def _connect(self, base: str) -> http.client.HTTPConnection:
         split = urlsplit(base)
         if split.scheme == "https":
             conn: http.client.HTTPConnection = http.client.HTTPSConnection(split.netloc, timeout=self.connect_timeout,
