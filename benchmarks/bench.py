@@ -172,7 +172,8 @@ def main(argv: list[str]) -> int:
             if server.proc is not None:
                 say(f"stopping {name} (pid {server.pid})")
             server.stop()
-        shutil.rmtree(rundir / "dl", ignore_errors=True)
+        for spent in ("dl", "spent"):  # the downloads, also when the run failed (its logs stay)
+            shutil.rmtree(rundir / spent, ignore_errors=True)
     if args.drop_data:
         datasets.drop(work / "data", [all_sets[n] for n in chosen], args.quick)
 
