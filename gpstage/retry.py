@@ -91,9 +91,14 @@ class RetryPolicy:
         return min(self.max_delay, self.base_delay * 2**attempt) * (0.5 + random.random() / 2)
 
     async def run(self, op: Callable[[], Awaitable[T]], on_retry: Callable[[BaseException], None] | None = None,
-                  transient: Callable[[BaseException], bool] = is_transient) -> T:
+                  transient: Callable[[BaseException], bool] = is_transient, failed: Exception | None = None) -> T:
+        """``op()`` until it succeeds, fails for good, or the attempts are spent. ``failed``: the first
+        attempt was made elsewhere (a batch of small downloads) and raised this; go on from the second."""
         for attempt in range(self.attempts):
             try:
+                if failed is not None:
+                    exc, failed = failed, None
+                    raise exc
                 return await op()
             except Exception as exc:
                 if attempt + 1 >= self.attempts or not transient(exc):

@@ -33,6 +33,7 @@ if TYPE_CHECKING:
 DEFAULT_JOBS = 32
 LARGE_FILE = 2**20  # files above this share a smaller pool, so memory stays bounded
 LARGE_JOBS = 4
+BATCH = 512  # small downloads handed to the store's client at once (progress moves batch by batch)
 AMBIGUOUS_NS = 2 * 10**9  # object stores' LastModified has 1 s precision
 
 AnyTree = LocalTree | RemoteTree
@@ -206,6 +207,16 @@ async def _execute(plan: Plan, s: AnyTree, d: AnyTree, src: Tree, report: Transf
     small, large = asyncio.Semaphore(jobs), asyncio.Semaphore(min(jobs, LARGE_JOBS))
     failed: set[str] = set()
 
+    def done(rel: str, e: Entry, err: Exception | None) -> None:
+        if err is not None:
+            failed.add(rel)
+            report.errors.append(str(err) if isinstance(err, GpstageError) else f"{rel}: {err}")
+            return
+        report.files_copied += 1
+        report.bytes_copied += e.size
+        if progress:
+            progress.advance(e.size)
+
     async def one(rel: str) -> None:
         e = src.files[rel]
         async with large if e.size > LARGE_FILE else small:
@@ -215,16 +226,26 @@ async def _execute(plan: Plan, s: AnyTree, d: AnyTree, src: Tree, report: Transf
                 else:
                     await _copy(rel, e, s, d)
             except (GpstageError, OSError) as err:
-                failed.add(rel)
-                report.errors.append(str(err) if isinstance(err, GpstageError) else f"{rel}: {err}")
-                return
-        report.files_copied += 1
-        report.bytes_copied += e.size
-        if progress:
-            progress.advance(e.size)
+                return done(rel, e, err)
+        done(rel, e, None)
 
+    # many small downloads: in batches the store's client runs in its own threads (RemoteTree.batch)
+    batched = s.batch([(r, src.files[r]) for r in plan.copy]) if isinstance(s, RemoteTree) and isinstance(d, LocalTree) else []
+    taken = {rel for rel, _ in batched}
+
+    async def batches(s: RemoteTree, d: LocalTree) -> None:
+        for start in range(0, len(batched), BATCH):
+            chunk = batched[start:start + BATCH]
+            errors = await s.download_batch(chunk, d, jobs)
+            for rel, e in chunk:
+                done(rel, e, errors.get(rel))
+
+    work = [one(r) for r in plan.copy if r not in taken]
+    if batched:
+        assert isinstance(s, RemoteTree) and isinstance(d, LocalTree)
+        work.append(batches(s, d))
     try:
-        await asyncio.gather(*(one(r) for r in plan.copy))
+        await asyncio.gather(*work)
     finally:
         if progress:
             progress.finish()

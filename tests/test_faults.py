@@ -50,6 +50,25 @@ def test_a_job_survives_a_network_that_fails_a_fifth_of_its_requests(tmp_path: P
     print(f"requests {sum(proxy.counts.values())}, faults {dict(proxy.counts)}, retries counted {retries}")
 
 
+def test_many_small_downloads_survive_a_faulty_network(tmp_path: Path, bucket: str, s3_endpoint: str,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """Many small objects come down in batches through the fast lane's threads (docs/design.md §19): a GET
+    that fails there goes on alone under the policy, from its second attempt, and is counted."""
+    monkeypatch.setattr("gpstage.storage.s3client.PLAIN_FIRST", 2)  # the batch takes all but a job dir's few
+    src = tmp_path / "src"
+    for i in range(60):
+        (src / f"d{i % 3}").mkdir(parents=True, exist_ok=True)
+        (src / f"d{i % 3}" / f"f{i}.txt").write_text(f"file {i}\n" * (i + 1))
+    sync(str(src), f"s3://{bucket}/many")
+    with FaultProxy(s3_endpoint, rate=0.2, seed=20261203, stall_s=2.5) as proxy:
+        Path(os.environ["GPSTAGE_CONFIG"]).write_text(profile(bucket, proxy.url, attempts=12))
+        report = sync(f"s3://{bucket}/many", str(tmp_path / "back"))
+    assert snapshot(tmp_path / "back") == snapshot(src)
+    faults = sum(n for fate, n in proxy.counts.items() if fate != "pass")
+    assert faults >= 5 and report.retries >= faults // 2, (proxy.counts, report.retries)
+    assert report.requests == sum(proxy.counts.values()), (proxy.counts, report.requests)
+
+
 def test_a_dead_network_fails_in_bounded_time_with_one_line(tmp_path: Path, bucket: str, s3_endpoint: str) -> None:
     src = tmp_path / "src"
     src.mkdir()

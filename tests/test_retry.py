@@ -75,3 +75,22 @@ def test_permanent_error_is_not_retried() -> None:
     with pytest.raises(FakeClientError):
         asyncio.run(RetryPolicy(base_delay=0.001).run(denied))
     assert len(calls) == 1
+
+
+def test_a_first_attempt_made_elsewhere_counts_as_one_of_the_attempts() -> None:
+    """A batch's failed GET goes on from the second attempt: the policy's total stays the same."""
+    policy = RetryPolicy(attempts=3, base_delay=0.001, max_delay=0.002)
+    calls, retries = [], []
+
+    async def always() -> None:
+        calls.append(1)
+        raise ConnectionResetError("down")
+
+    with pytest.raises(ConnectionResetError):
+        asyncio.run(policy.run(always, retries.append, failed=ConnectionResetError("batch")))
+    assert (len(calls), len(retries)) == (2, 2)
+
+    calls.clear()
+    with pytest.raises(FakeClientError):  # a permanent first failure ends it without another request
+        asyncio.run(policy.run(always, failed=FakeClientError(404, "NoSuchKey")))
+    assert calls == []

@@ -17,7 +17,7 @@ import pytest
 
 from gpstage.errors import StorageError
 from gpstage.report import TransferReport
-from gpstage.storage import open_tree
+from gpstage.storage import LocalTree, RemoteTree, open_tree
 from gpstage.storage.buckets import read_pages
 from gpstage.storage.s3client import S3Client
 from gpstage.storage.s3creds import Credentials
@@ -25,6 +25,7 @@ from gpstage.storage.s3lane import ClockSkewed, ObstoreLane, translate
 from gpstage.storage.s3plain import STALE, PlainTransport
 from gpstage.storage.s3xml import ListPage, S3ResponseError
 from gpstage.storage.source import FileSource
+from gpstage.storage.tree import Entry
 from gpstage.sync import sync
 from gpstage.testing.storage import snapshot
 
@@ -107,6 +108,38 @@ def test_a_file_that_shrank_below_its_listed_size_fails_its_part_and_leaves_noth
     assert "shrank while it was uploaded" in str(err.value) and "\n" not in str(err.value)
     assert "Contents" not in s3_client.list_objects_v2(Bucket=bucket, Prefix="shrunk/")
     assert s3_client.list_multipart_uploads(Bucket=bucket).get("Uploads", []) == []  # aborted
+
+
+def test_a_batch_of_small_downloads_reports_each_failure_and_writes_the_rest(tmp_path: Path, bucket: str,
+                                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    """Many small downloads go through the lane's threads in batches (docs/design.md §19): an object gone
+    since the listing is a described storage error after one request (a 404 is not retried), a write that
+    cannot land is its local error, and every other file arrives whole with its mode and mtime."""
+    monkeypatch.setattr("gpstage.storage.s3client.PLAIN_FIRST", 2)
+    src = tree_with(tmp_path, [f"d{i % 3}/f{i}.txt" for i in range(40)])
+    url = f"s3://{bucket}/batch"
+    sync(str(src), url)
+    back = tmp_path / "back"
+    (back / "d0/f0.txt").mkdir(parents=True)  # a non-empty directory where a file must land
+    (back / "d0/f0.txt/keep").write_text("x")
+
+    async def go() -> tuple[dict[str, Exception], TransferReport]:
+        report = TransferReport(url, str(back))
+        async with open_tree(url, report) as remote, open_tree(str(back), report) as local:
+            assert isinstance(remote, RemoteTree) and isinstance(local, LocalTree)
+            items = sorted((await remote.scan()).files.items()) + [("gone.txt", Entry(size=5))]
+            assert remote.batch(items) == items
+            report.requests = 0
+            return await remote.download_batch(items, local, 8), report
+
+    errors, report = asyncio.run(go())
+    assert sorted(errors) == ["d0/f0.txt", "gone.txt"]
+    assert "a directory of that name exists" in str(errors["d0/f0.txt"])
+    assert isinstance(errors["gone.txt"], StorageError) and str(errors["gone.txt"]).startswith(f"{url}/gone.txt")
+    assert (report.requests, report.retries) == (41, 0)
+    got, want = snapshot(back), snapshot(src)
+    assert {r: v for r, v in got.items() if not r.startswith("d0/f0.txt") and v[0] == "file"} == \
+        {r: v for r, v in want.items() if r != "d0/f0.txt" and v[0] == "file"}
 
 
 def test_the_lane_answers_in_the_clients_error_shapes(bucket: str, s3_endpoint: str) -> None:

@@ -192,6 +192,17 @@ class RemoteTree(ABC):
         """Whether an upload of ``size`` bytes leaves resumable state behind if killed (S3 multipart)."""
         return False
 
+    def batch(self, items: list[tuple[str, Entry]]) -> list[tuple[str, Entry]]:
+        """Which of these downloads :meth:`download_batch` takes: none here. A store whose client pays
+        an event-loop round trip per small object takes the many small ones (S3: docs/design.md §19)."""
+        return []
+
+    async def download_batch(self, items: list[tuple[str, Entry]], dst: LocalTree, workers: int) -> dict[str, Exception]:
+        """Download what :meth:`batch` took, as :meth:`download` does each (atomic, mode and mtime, every
+        request retried by the policy and counted), ``workers`` at a time. Returns the final error of
+        each one that failed for good: a described storage error, or the local write's own error."""
+        raise NotImplementedError(f"{type(self).__name__} batches no downloads")  # batch() took none
+
     async def abort_incomplete(self, rels: list[str] | None = None) -> int:
         """Abort uploads a killed writer left unfinished (for ``rels``, or all); stores without them: 0."""
         return 0
@@ -202,8 +213,9 @@ class RemoteTree(ABC):
         (so that :meth:`copy_from` can reach both)."""
         return self.provider.tree(url, self.client, self.retry, self.report)
 
-    async def call(self, op: Callable[[], Awaitable[T]], rel: str = "") -> T:
-        """Run ``op`` under the retry policy; count requests and retries; translate the final error."""
+    async def call(self, op: Callable[[], Awaitable[T]], rel: str = "", failed: Exception | None = None) -> T:
+        """Run ``op`` under the retry policy; count requests and retries; translate the final error.
+        ``failed``: a first attempt, made and counted elsewhere (a batch), raised this."""
 
         async def counted() -> T:
             self.report.requests += 1
@@ -213,7 +225,7 @@ class RemoteTree(ABC):
             self.report.retries += 1
 
         try:
-            return await self.retry.run(counted, on_retry)
+            return await self.retry.run(counted, on_retry, failed=failed)
         except Exception as exc:
             raise self.provider.describe_error(exc, join_url(self.url, rel)) from exc
 

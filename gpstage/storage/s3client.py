@@ -22,7 +22,7 @@ import asyncio
 import base64
 import hashlib
 import hmac
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from datetime import datetime, timedelta, timezone
 from typing import Any
 from urllib.parse import quote, unquote_plus, urlsplit
@@ -229,6 +229,23 @@ class S3Client:
         except Exception as exc:  # noqa: BLE001 - as the lane does
             return exc
         return None
+
+    def batchable(self, keys: list[str]) -> list[int]:
+        """The indexes of the ``keys`` :meth:`get_many` takes: those the lane takes, if they are more than
+        the client's first PLAIN_FIRST whole-object requests (a job dir's few are done before the lane pays)."""
+        lane = self.lane
+        taken = [i for i, key in enumerate(keys) if lane.takes(key)] if lane is not None else []
+        return taken if len(taken) > self.plain_first else []
+
+    async def get_many(self, bucket: str, calls: Sequence[tuple[str, Callable[[bytes], None]]],
+                       workers: int) -> tuple[dict[int, Exception], dict[int, Exception]]:
+        """:meth:`ObstoreLane.get_many` (the caller checked :meth:`batchable`). A store that refuses the
+        lane's clock turns the lane off, as in :meth:`_in_lane`: those calls' request errors are ClockSkewed."""
+        assert self.lane is not None
+        requests, local = await self.lane.get_many(bucket, calls, workers)
+        if any(isinstance(e, ClockSkewed) for e in requests.values()):
+            self.lane = None
+        return requests, local
 
     async def get_to_file(self, bucket: str, key: str, path: str, chunk: int, size: int, etag: str | None) -> None:
         """Stream the object (listed with ``size``/``etag``) into the file ``path``, created or truncated, in

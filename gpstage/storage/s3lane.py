@@ -31,7 +31,9 @@ import asyncio
 import functools
 import os
 import re
-from collections.abc import Callable
+import threading
+from collections import deque
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 from typing import Any
@@ -122,6 +124,45 @@ class ObstoreLane:
             return None
 
         return await self._run(fetch_and_write)
+
+    async def get_many(self, bucket: str, calls: Sequence[tuple[str, Callable[[bytes], None]]],
+                       workers: int) -> tuple[dict[int, Exception], dict[int, Exception]]:
+        """Each call's object in ONE GET, handed to its ``then`` in the same thread; ``workers`` threads
+        take the calls in turn. A small object costs no hop between the event loop and a thread: 1,000
+        objects took ~24 context switches each when every GET was its own task, ~10 batched (design §19).
+        Returns the failures by call index: the requests' (translated) and ``then``'s (local)."""
+        import obstore
+
+        store = self.store(bucket)
+        queue = deque(range(len(calls)))  # popleft is atomic: the threads share it without a lock
+        requests: dict[int, Exception] = {}
+        local: dict[int, Exception] = {}
+        stop = threading.Event()
+
+        def work() -> None:
+            while not stop.is_set():
+                try:
+                    i = queue.popleft()
+                except IndexError:
+                    return
+                key, then = calls[i]
+                try:
+                    data = obstore.get(store, key).bytes()
+                except Exception as exc:  # noqa: BLE001 - each call's failure is the caller's to retry or report
+                    requests[i] = translate(exc)
+                    continue
+                try:
+                    then(data)
+                except Exception as exc:  # noqa: BLE001 - a local error: reported, never retried
+                    local[i] = exc
+
+        loop = asyncio.get_running_loop()
+        try:
+            await asyncio.gather(*(loop.run_in_executor(self.pool, work) for _ in range(min(workers, len(calls)))))
+        except BaseException:
+            stop.set()  # cancelled: the threads finish the object in hand and take no other
+            raise
+        return requests, local
 
     async def put(self, bucket: str, key: str, data: bytes) -> str:
         """One PutObject (never multipart); returns the ETag."""
