@@ -52,7 +52,7 @@ def test_a_job_survives_a_network_that_fails_a_fifth_of_its_requests(tmp_path: P
 
 def test_many_small_downloads_survive_a_faulty_network(tmp_path: Path, bucket: str, s3_endpoint: str,
                                                       monkeypatch: pytest.MonkeyPatch) -> None:
-    """Many small objects come down in batches through the fast lane's threads (docs/design.md §19): a GET
+    """Many small objects come down in batches through the fast lane's threads (docs/design.md, "The S3 fast lane"): a GET
     that fails there goes on alone under the policy, from its second attempt, and is counted."""
     monkeypatch.setattr("gpstage.storage.s3client.PLAIN_FIRST", 2)  # the batch takes all but a job dir's few
     src = tmp_path / "src"

@@ -112,7 +112,7 @@ def test_a_file_that_shrank_below_its_listed_size_fails_its_part_and_leaves_noth
 
 def test_a_batch_of_small_downloads_reports_each_failure_and_writes_the_rest(tmp_path: Path, bucket: str,
                                                                               monkeypatch: pytest.MonkeyPatch) -> None:
-    """Many small downloads go through the lane's threads in batches (docs/design.md §19): an object gone
+    """Many small downloads go through the lane's threads in batches (docs/design.md, "The S3 fast lane"): an object gone
     since the listing is a described storage error after one request (a 404 is not retried), a write that
     cannot land is its local error, and every other file arrives whole with its mode and mtime."""
     monkeypatch.setattr("gpstage.storage.s3client.PLAIN_FIRST", 2)

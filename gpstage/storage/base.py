@@ -194,7 +194,7 @@ class RemoteTree(ABC):
 
     def batch(self, items: list[tuple[str, Entry]]) -> list[tuple[str, Entry]]:
         """Which of these downloads :meth:`download_batch` takes: none here. A store whose client pays
-        an event-loop round trip per small object takes the many small ones (S3: docs/design.md §19)."""
+        an event-loop round trip per small object takes the many small ones (S3: docs/design.md, "The S3 fast lane")."""
         return []
 
     async def download_batch(self, items: list[tuple[str, Entry]], dst: LocalTree, workers: int) -> dict[str, Exception]:
