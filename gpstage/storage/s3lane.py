@@ -130,7 +130,8 @@ class ObstoreLane:
         """Each call's object in ONE GET, handed to its ``then`` in the same thread; ``workers`` threads
         take the calls in turn. A small object costs no hop between the event loop and a thread: 1,000
         objects took ~24 context switches each when every GET was its own task, ~12 batched
-        (docs/design.md, "The S3 fast lane"). Returns the failures by call index: the requests' (translated) and ``then``'s (local)."""
+        (docs/design.md, "The S3 fast lane"). Returns the failures by call index: the requests'
+        (translated) and ``then``'s (local)."""
         import obstore
 
         store = self.store(bucket)
