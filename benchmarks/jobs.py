@@ -13,7 +13,8 @@ state dir's size. (ii) ``--cli-jobs`` jobs through ``gpstage run --detach`` then
 Start-up, medians of 5 after a warm-up: ``python -I -c pass``, ``python -c "import typer"``,
 ``gpstage --help``, ``gpstage-entry`` on an empty job, ``gpstage run`` of it, ``gpstage jobs`` over the
 records (i) left. Writes ``jobs.md``/``jobs.json`` (``jobs-s3.*`` with ``--storage s3``) to
-benchmarks/results; the target lines say MET or MISSED, never adjusted. Everything runs in a temporary
+benchmarks/results; the target lines say MET or MISSED, never adjusted. The targets are the nfs:/// run's,
+as the issue sets them; a run on S3 lists the same comparisons for reference. Everything runs in a temporary
 state dir, removed at the end.
 """
 
@@ -284,8 +285,15 @@ def main() -> int:
     lines += [f"| {k} | {v:.4f} |" for k, v in api["cpu_per_job_s"].items()]
     lines += ["", "| (i) process tree peak RSS (summed, sampled) | MiB |", "|---|---|"]
     lines += [f"| {k} | {v} |" for k, v in api["peak_rss_mib"].items()]
-    lines += ["", f"state dir after {args.jobs + args.cli_jobs + 6} jobs: {state_mib:.1f} MiB", "", "## Targets", ""]
-    lines += [f"- {'MET   ' if got <= limit else 'MISSED'} {name} — {got:.3f} vs {limit:.3f}" for name, got, limit in checks]
+    lines += ["", f"state dir after {args.jobs + args.cli_jobs + 6} jobs: {state_mib:.1f} MiB", ""]
+    if args.storage == "nfs":
+        lines += ["## Targets", ""]
+        lines += [f"- {'MET   ' if got <= limit else 'MISSED'} {name} — {got:.3f} vs {limit:.3f}" for name, got, limit in checks]
+    else:  # the issue sets the targets on nfs:/// (jobs.md); on a store, `gpstage run` also stages the dirs in and out
+        lines += ["## The targets' comparisons, for reference", "",
+                  "The targets are set on nfs:/// and judged in jobs.md. Here `gpstage run` also stages the job's dirs "
+                  "to the store and back, which the entry alone does not, so the first two compare unlike work.", ""]
+        lines += [f"- {name} — {got:.3f} vs {limit:.3f}" for name, got, limit in checks]
     text = "\n".join(lines) + "\n"
     print(text)
     args.out.mkdir(parents=True, exist_ok=True)
@@ -293,8 +301,9 @@ def main() -> int:
     (args.out / f"{name}.md").write_text(text)
     (args.out / f"{name}.json").write_text(json.dumps({"storage_root": STORAGE_ROOT, "startup_s": s, "api": api, "cli": cli,
                                                     "state_mib": state_mib,
-                                                    "targets": [{"target": n, "value": g, "limit": lim, "met": g <= lim}
-                                                                for n, g, lim in checks]}, indent=2) + "\n")
+                                                    "targets" if args.storage == "nfs" else "reference": [
+                                                        {"target": n, "value": g, "limit": lim, "met": g <= lim}
+                                                        for n, g, lim in checks]}, indent=2) + "\n")
     return 0
 
 

@@ -168,10 +168,10 @@ def jobs_cmd(as_json: bool = JSON_OPTION) -> None:
     from gpstage.records import RecordStore
 
     with json_errors(as_json):
-        results = [result_of(r) for r in RecordStore().all()]
+        records = RecordStore().all()
     if as_json:
-        return emit_json({"ok": True, "jobs": [r.to_dict() for r in results]})
-    for r in results:
+        return emit_json({"ok": True, "jobs": [result_of(r).to_dict() for r in records]})
+    for r in records:  # the table needs no outputs: no walk of each job's working dir
         code = "" if r.exit_code is None else str(r.exit_code)
         typer.echo(f"{r.job_id:24} {r.state.value:10} {code:>4}  {r.launcher}+{r.runner}  {r.submitted_at:%Y-%m-%d %H:%M:%S}")
 
