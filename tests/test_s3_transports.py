@@ -65,7 +65,7 @@ def test_a_round_trip_is_identical_with_and_without_the_lane(tmp_path: Path, buc
 
 def test_a_large_object_comes_down_in_ranges_written_in_place(tmp_path: Path, bucket: str,
                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("gpstage.storage.s3lane.RANGE_PART", 2**20)  # 3.5 MiB: four ranges, the last a short one
+    monkeypatch.setattr("gpstage.storage.s3.RANGE_PART", 2**20)  # 3.5 MiB: four ranges, the last a short one
     src = tree_with(tmp_path, ["big.bin"])
     (src / "big.bin").write_bytes(os.urandom(7 * 2**19))
     os.utime(src / "big.bin", ns=(1_700_000_000_000_000_000, 1_700_000_000_000_000_000))
@@ -140,6 +140,30 @@ def test_a_batch_of_small_downloads_reports_each_failure_and_writes_the_rest(tmp
     got, want = snapshot(back), snapshot(src)
     assert {r: v for r, v in got.items() if not r.startswith("d0/f0.txt") and v[0] == "file"} == \
         {r: v for r, v in want.items() if r != "d0/f0.txt" and v[0] == "file"}
+
+
+def test_an_object_replaced_since_the_listing_fails_its_download_and_leaves_nothing(tmp_path: Path, bucket: str) -> None:
+    """A large download asks for the listed bytes (If-Match, and their length): an object replaced in
+    between is one clear error, never a mix of old and new bytes, and no temp file stays behind."""
+    src = tree_with(tmp_path, ["big.bin"])
+    (src / "big.bin").write_bytes(os.urandom(3 * 2**20))
+    url = f"s3://{bucket}/replaced"
+    sync(str(src), url)
+    back = tmp_path / "back"
+    back.mkdir()
+
+    async def go() -> None:
+        report = TransferReport(url, str(back))
+        async with open_tree(url, report) as remote, open_tree(str(back), report) as local:
+            assert isinstance(remote, RemoteTree) and isinstance(local, LocalTree)
+            entry = (await remote.scan()).files["big.bin"]
+            await remote.upload(FileSource(str(tree_with(tmp_path / "other", ["big.bin"]) / "big.bin"), 100), "big.bin")
+            await remote.download("big.bin", entry, local)
+
+    with pytest.raises(StorageError) as err:
+        asyncio.run(go())
+    assert str(err.value).startswith(f"{url}/big.bin: the object changed while it was being copied")
+    assert "\n" not in str(err.value) and list(back.iterdir()) == []
 
 
 def test_the_lane_answers_in_the_clients_error_shapes(bucket: str, s3_endpoint: str) -> None:

@@ -262,12 +262,13 @@ class RemoteTree(ABC):
         return tree
 
     async def fetch_into(self, rel: str, entry: Entry, dst: LocalTree, dst_rel: str | None,
-                         fetch: Callable[[str], Awaitable[Any]]) -> None:
+                         fetch: Callable[[str], Awaitable[Any]], calls_itself: bool = False) -> None:
         """``fetch(tmp)`` (retried as one request) writes the object to a temp file beside its final name in
-        ``dst``; it is renamed into place once its size is verified, and removed whatever happens."""
+        ``dst``; it is renamed into place once its size is verified, and removed whatever happens.
+        ``calls_itself``: ``fetch`` sends several requests, each through :meth:`call` (retried alone)."""
         final, tmp = await asyncio.to_thread(dst.prepare, dst_rel or rel)
         try:
-            await self.call(lambda: fetch(tmp), rel)
+            await (fetch(tmp) if calls_itself else self.call(lambda: fetch(tmp), rel))
             await asyncio.to_thread(dst.commit, tmp, final, entry.size, entry.mode, entry.time_ns)
         finally:
             await asyncio.to_thread(unlink_quietly, tmp)

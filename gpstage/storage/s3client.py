@@ -22,7 +22,7 @@ import asyncio
 import base64
 import hashlib
 import hmac
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime, timedelta, timezone
 from typing import Any
 from urllib.parse import quote, unquote_plus, urlsplit
@@ -30,7 +30,7 @@ from xml.etree import ElementTree
 
 from gpstage.storage.s3creds import Credentials, Refreshing
 from gpstage.storage.s3lane import ClockSkewed, ObstoreLane
-from gpstage.storage.s3plain import PlainTransport, proxied
+from gpstage.storage.s3plain import PlainTransport, changed_since_listed, proxied
 from gpstage.storage.s3xml import (
     META,
     ListPage,
@@ -45,6 +45,7 @@ from gpstage.storage.s3xml import (
 )
 from gpstage.storage.source import FileRange
 
+DOWNLOAD_CHUNK = 2**20  # aiohttp's blocks of a download, with a proxy
 NOT_TAKEN = object()  # what S3Client._in_lane answers when the request is the own client's to send
 PLAIN_FIRST = 32  # a client's first whole-object GETs and PUTs go over http.client, the rest through the lane
 UNSIGNED = "UNSIGNED-PAYLOAD"  # the body is protected by TLS, Content-MD5 and size checks, not the signature
@@ -147,18 +148,19 @@ class S3Client:
 
     async def request(self, method: str, bucket: str, key: str = "", params: dict[str, str] | None = None,
                       data: bytes | FileRange | None = None, headers: dict[str, str] | None = None,
-                      small: bool = False) -> Any:
+                      small: bool = False, into: FileRange | None = None) -> Any:
         """Send one signed request; raise :class:`S3ResponseError` unless it succeeded. The caller reads
         (and thereby releases) the returned response. ``small``: the answer is small and read whole, so
-        the request may go over the standard library in a worker thread (:mod:`gpstage.storage.s3plain`)."""
+        the request may go over the standard library in a worker thread (:mod:`gpstage.storage.s3plain`);
+        ``into`` (with that transport only): the body is written there by the thread."""
         base, host, path = self._where(bucket, key)
         query = canonical_query(params or {})
         target = f"{path}?{query}" if query else path
         for attempt in (1, 2):
             hdrs = {k.lower(): v for k, v in (headers or {}).items()}
             self.signer.sign(method, host, path, query, hdrs, await self._credentials())
-            if small and self.plain is not None:
-                resp = await asyncio.to_thread(self.plain.send, method, base, target, hdrs, data)
+            if (small or into) and self.plain is not None:
+                resp = await asyncio.to_thread(self.plain.send, method, base, target, hdrs, data, into)
             else:
                 from yarl import URL
 
@@ -247,21 +249,24 @@ class S3Client:
             self.lane = None
         return requests, local
 
-    async def get_to_file(self, bucket: str, key: str, path: str, chunk: int, size: int, etag: str | None) -> None:
-        """Stream the object (listed with ``size``/``etag``) into the file ``path``, created or truncated, in
-        blocks of ``chunk`` bytes: through the lane when it takes the key (:meth:`ObstoreLane.get_to_file`:
-        in ranges when large), else from aiohttp with the writes in a thread."""
-        if await self._in_lane(key, lambda lane: lane.get_to_file(bucket, key, path, chunk, size, etag)) is not NOT_TAKEN:
+    async def get_into(self, bucket: str, key: str, into: FileRange, etag: str | None, ranged: bool) -> None:
+        """The listed object's bytes ``into`` that part of an existing file (``ranged``: a Range GET for
+        them, else the whole object), conditional on the listed ``etag`` so that an object replaced
+        meanwhile is never mixed. Over http.client the worker thread writes them as they arrive
+        (:func:`~gpstage.storage.s3plain.receive_file`); with a proxy, aiohttp's blocks are written in a thread."""
+        headers = {"If-Match": etag} if etag else {}
+        if ranged:
+            headers["Range"] = f"bytes={into.offset}-{into.offset + into.length - 1}"
+        resp = await self.request("GET", bucket, key, headers=headers, into=into)
+        if self.plain is not None:
             return
-        with open(path, "wb") as f:
-            async for block in self.get_chunks(bucket, key, chunk):
-                await asyncio.to_thread(f.write, block)
-
-    async def get_chunks(self, bucket: str, key: str, chunk: int) -> AsyncIterator[bytes]:
-        resp = await self.request("GET", bucket, key)
         try:
-            async for block in resp.content.iter_chunked(chunk):
-                yield block
+            if resp.content_length != into.length:
+                raise changed_since_listed(resp.content_length, into.length)
+            with open(into.path, "r+b") as f:
+                f.seek(into.offset)
+                async for block in resp.content.iter_chunked(DOWNLOAD_CHUNK):
+                    await asyncio.to_thread(f.write, block)
         finally:
             resp.release()
 

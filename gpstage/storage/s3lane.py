@@ -1,11 +1,12 @@
-"""The fast lane of gpstage's S3 client: every GET of a download and the single PUTs, through obstore
-(once the client has sent its first ``s3client.PLAIN_FIRST`` whole-object requests itself).
+"""The fast lane of gpstage's S3 client: the whole-object GETs of a download (up to 1 MiB each) and the
+single PUTs, through obstore (once the client has sent its first ``s3client.PLAIN_FIRST`` whole-object
+requests itself).
 
 Why: a sync of many small files is bound by the client's cost per request. In gpstage's own client
 (aiohttp, one event loop) that cost is Python's, serialised by the GIL on one core; obstore (Python
 bindings of Rust's ``object_store``) signs, sends and parses in Rust, on every core, and imports in
-~30 ms where aiohttp takes ~130 ms. Large downloads gain too: the bytes are read and written in worker
-threads, in parallel ranges from 128 MiB (docs/design.md, "The S3 fast lane", has the measurements).
+~30 ms where aiohttp takes ~130 ms (docs/design.md, "The S3 fast lane", has the measurements). Larger
+objects come down over http.client (:mod:`gpstage.storage.s3plain`): obstore's streams were slower there.
 
 How, and why so: obstore's *blocking* calls run in this lane's own pool of threads (the GIL is released
 while Rust works), not its ``*_async`` calls, which hand Python futures to Rust worker threads: a bare
@@ -13,8 +14,8 @@ script using those aborted (SIGABRT, after a complete copy) at interpreter exit 
 blocking calls, which leave no Python object with a Rust thread, in 0 of 80.
 
 What stays in gpstage's own client (:mod:`gpstage.storage.s3client`): listing (object_store rewrites a
-``dir/`` marker as ``dir`` and refuses keys it cannot parse), multipart uploads and their abort, HEAD,
-ranged reads of inputs by URL, copies and deletes; and per request, whatever this lane does not take
+``dir/`` marker as ``dir`` and refuses keys it cannot parse), downloads above 1 MiB, multipart uploads
+and their abort, HEAD, ranged reads of inputs by URL, copies and deletes; and per request, whatever this lane does not take
 (:meth:`takes`): keys object_store refuses (empty segments, ``.``, control characters), writes with user
 metadata or a profile's encryption/ACL headers. Each call here is ONE request: obstore's retries are
 off, so gpstage's policy retries and counts every attempt. Errors come back as :class:`S3ResponseError`
@@ -28,8 +29,6 @@ S3 checks) where gpstage's client sends a Content-MD5; either way a damaged body
 from __future__ import annotations
 
 import asyncio
-import functools
-import os
 import re
 import threading
 from collections import deque
@@ -46,8 +45,6 @@ _MESSAGE = re.compile(r"<Message>([^<]*)</Message>")
 _UNSAFE_SEGMENT = re.compile(r"(^|/)\.{1,2}(/|$)|//|^/|/$|[\x00-\x1f\x7f]")
 
 
-RANGE_PART = 64 * 2**20  # objects of two parts or more are downloaded as ranges of this size...
-RANGES_IN_FLIGHT = 4  # ...this many at a time (per object; the sync runs at most 4 large files at once)
 NO_OVERALL_LIMIT = timedelta(days=1)  # obstore's default is 30 s for a whole request, body included
 
 
@@ -171,52 +168,6 @@ class ObstoreLane:
 
         store = self.store(bucket)
         return await self._run(lambda: obstore.put(store, key, data, use_multipart=False)["e_tag"] or "")
-
-    async def get_to_file(self, bucket: str, key: str, path: str, chunk: int, size: int, etag: str | None) -> None:
-        """The object (listed with ``size`` and ``etag``) streamed into the file ``path``, created or
-        truncated, ``chunk`` bytes or more at a time, reads and writes in worker threads: memory stays at
-        about one chunk per stream. One GET; from two :data:`RANGE_PART` s up, ranged GETs of that size,
-        :data:`RANGES_IN_FLIGHT` at a time, each written at its offset (one stream cannot fill a fast
-        link), all conditional on the listed ETag so that an object replaced meanwhile is never mixed."""
-        import obstore
-
-        store = self.store(bucket)
-        if size < 2 * RANGE_PART:
-            def stream() -> None:
-                with open(path, "wb") as f:
-                    for block in obstore.get(store, key).stream(min_chunk_size=chunk):
-                        f.write(block)
-
-            return await self._run(stream)
-
-        def fetch_range(start: int) -> None:
-            options: dict[str, Any] = {"range": (start, min(size, start + RANGE_PART))}
-            if etag:
-                options["if_match"] = etag
-            fd = os.open(path, os.O_WRONLY)  # its own descriptor: no stream outlives another's close
-            try:
-                offset = start
-                for block in obstore.get(store, key, options=options).stream(min_chunk_size=chunk):
-                    os.pwrite(fd, block, offset)
-                    offset += len(block)
-            finally:
-                os.close(fd)
-
-        def create() -> None:  # at its full size, so that every range writes into place
-            with open(path, "wb") as f:
-                f.truncate(size)
-
-        await self._run(create)
-        gate = asyncio.Semaphore(RANGES_IN_FLIGHT)
-
-        async def one(start: int) -> None:
-            async with gate:
-                await self._run(functools.partial(fetch_range, start))
-
-        results = await asyncio.gather(*(one(start) for start in range(0, size, RANGE_PART)), return_exceptions=True)
-        failed = next((r for r in results if isinstance(r, BaseException)), None)
-        if failed is not None:
-            raise failed
 
     async def _run(self, call: Any) -> Any:
         try:

@@ -11,7 +11,12 @@ local file is sent from the file by ``sendfile`` (:class:`~gpstage.storage.sourc
 kernel copies it from the page cache, and the part never exists in this process (aiohttp kept a copy of
 each part in its transport buffer: 256 MiB up peaked at 147 MiB RSS; sent from bytes here, 1 GiB up
 peaked at 152 MiB; from the file, at 46 MiB: docs/design.md, "The S3 fast lane").
-aiohttp stays for streamed and ranged GETs, copies, and when a proxy is set.
+aiohttp stays for ranged reads of inputs by URL, copies, and everything when a proxy is set.
+
+Objects above 1 MiB come down here too, written into their file by the worker thread as they arrive
+(:func:`receive_file`), in ranges from 128 MiB: steadier than obstore's streams, whose blocks each cross
+from a Rust thread to the reading one (1 GiB down: 0.91–1.15 s against 1.21–1.77 s; docs/design.md,
+"The S3 fast lane").
 
 Not used when a proxy is configured (``HTTP(S)_PROXY``/``ALL_PROXY``): aiohttp honours those, this does
 not. Connections are kept and reused; one that failed is closed, never reused. A store closes a kept
@@ -30,6 +35,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
+from gpstage.storage.s3xml import S3ResponseError
 from gpstage.storage.source import FileRange
 
 PROXY_VARIABLES = ("http_proxy", "https_proxy", "all_proxy")
@@ -68,26 +74,27 @@ class PlainTransport:
         self._tls: Any = None
 
     def send(self, method: str, base: str, target: str, headers: dict[str, str],
-             body: bytes | FileRange | None = None) -> PlainResponse:
-        """One request to ``base`` (scheme://host) for ``target`` (path?query, already encoded)."""
+             body: bytes | FileRange | None = None, into: FileRange | None = None) -> PlainResponse:
+        """One request to ``base`` (scheme://host) for ``target`` (path?query, already encoded). ``into``:
+        a successful answer's body is written into that part of that file, not kept (its ``body`` is empty)."""
         conn = self._kept(base)
         if conn is not None:
             try:
-                return self._exchange(conn, base, method, target, headers, body)
+                return self._exchange(conn, base, method, target, headers, body, into)
             except STALE:
                 if method not in RESENDABLE:
                     raise
-        return self._exchange(self._connect(base), base, method, target, headers, body)
+        return self._exchange(self._connect(base), base, method, target, headers, body, into)
 
     def _exchange(self, conn: http.client.HTTPConnection, base: str, method: str, target: str, headers: dict[str, str],
-                  body: bytes | FileRange | None) -> PlainResponse:
+                  body: bytes | FileRange | None, into: FileRange | None) -> PlainResponse:
         try:
             if isinstance(body, FileRange):
                 send_file(conn, method, target, headers, body)
             else:
                 conn.request(method, target, body=body, headers=headers)
             resp = conn.getresponse()
-            data = resp.read()
+            data = receive_file(resp, into) if into is not None and resp.status < 300 else resp.read()
         except BaseException:
             conn.close()
             raise
@@ -142,3 +149,37 @@ def send_file(conn: http.client.HTTPConnection, method: str, target: str, header
     if sent != body.length:
         raise OSError(f"{body.path} shrank while it was uploaded (bytes {body.offset}-{body.offset + body.length - 1} "
                       f"were to be sent, {sent} were there)")
+
+
+def changed_since_listed(got: int | None, listed: int) -> S3ResponseError:
+    """The error of a download whose object no longer has its listed size (as S3 answers a failed If-Match)."""
+    return S3ResponseError(412, "PreconditionFailed", f"the object changed since it was listed ({got} bytes where "
+                                                      f"{listed} were expected)")
+
+
+def create_sized(path: str, size: int) -> None:
+    """``path`` created (or truncated) at ``size`` bytes, for :func:`receive_file` to write into."""
+    with open(path, "wb") as f:
+        f.truncate(size)
+
+
+def receive_file(resp: http.client.HTTPResponse, into: FileRange, chunk: int = 2**20) -> bytes:
+    """The body written at ``into.offset`` of the existing file ``into.path`` (its own descriptor, closed
+    here: no write outlives the request), ``chunk`` bytes at a time through one buffer. A body shorter
+    than ``into.length`` is an IncompleteRead: the store closed early, and the request is worth retrying."""
+    if resp.length != into.length:  # not the bytes that were listed: retrying would not help
+        resp.close()
+        raise changed_since_listed(resp.length, into.length)
+    buffer = bytearray(chunk)
+    view = memoryview(buffer)
+    offset, end = into.offset, into.offset + into.length
+    fd = os.open(into.path, os.O_WRONLY | os.O_CLOEXEC)
+    try:
+        while got := resp.readinto(buffer):
+            os.pwrite(fd, view[:got], offset)
+            offset += got
+    finally:
+        os.close(fd)
+    if offset != end:
+        raise http.client.IncompleteRead(b"", end - offset)
+    return b""
