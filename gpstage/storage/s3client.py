@@ -1,9 +1,9 @@
 """gpstage's own S3 client: the few requests a sync needs, signed with SigV4 by one signer, sent by
 whichever transport suits them: small answers (listings, HEADs, deletes) and multipart parts over the
-standard library (:mod:`gpstage.storage.s3plain`), as are a client's first PLAIN_FIRST whole-object
-GETs and PUTs; the other GETs of a download and single PUTs through obstore's fast lane
-(:mod:`gpstage.storage.s3lane`) when it takes them; ranged reads and copies over an aiohttp session made
-on first use.
+standard library (:mod:`gpstage.storage.s3plain`), as are downloads above 1 MiB and a client's first
+PLAIN_FIRST whole-object GETs and PUTs; the other small GETs of a download and single PUTs through
+obstore's fast lane (:mod:`gpstage.storage.s3lane`) when it takes them; ranged reads of inputs and
+copies over an aiohttp session made on first use (and everything when a proxy is set).
 
 Why not botocore/s3fs: profiling a 1,000-file sync showed ~1 ms of client CPU per request inside
 botocore's request pipeline (serialisers, event hooks, signers) and ~0.35 s of imports, while the

@@ -1,5 +1,6 @@
-"""S3 requests with small answers (listings, HEADs, deletes, multipart parts, and a client's first
-whole-object GETs and PUTs) over the standard library's http.client, each in a worker thread.
+"""S3 requests over the standard library's http.client, each in a worker thread: those with small
+answers (listings, HEADs, deletes, multipart parts, a client's first whole-object GETs and PUTs), and
+the downloads above 1 MiB, written into their file as they arrive.
 
 Why: a sync of a GenePattern job dir (20 small files) is mostly start-up, and importing aiohttp costs
 ~0.13 s of it (it builds two SSL contexts at import, even for an http endpoint). With the fast lane
@@ -13,10 +14,10 @@ each part in its transport buffer: 256 MiB up peaked at 147 MiB RSS; sent from b
 peaked at 152 MiB; from the file, at 46 MiB: docs/design.md, "The S3 fast lane").
 aiohttp stays for ranged reads of inputs by URL, copies, and everything when a proxy is set.
 
-Objects above 1 MiB come down here too, written into their file by the worker thread as they arrive
-(:func:`receive_file`), in ranges from 128 MiB: steadier than obstore's streams, whose blocks each cross
-from a Rust thread to the reading one (1 GiB down: 0.91–1.15 s against 1.21–1.77 s; docs/design.md,
-"The S3 fast lane").
+A download above 1 MiB is read block by block into one buffer and written at its offset by the worker
+thread (:func:`receive_file`; in ranges from 128 MiB, the caller's): steadier than obstore's streams,
+whose blocks each cross from a Rust thread to the reading one (1 GiB down: 0.91–0.96 s against
+1.21–1.77 s; docs/design.md, "The S3 fast lane").
 
 Not used when a proxy is configured (``HTTP(S)_PROXY``/``ALL_PROXY``): aiohttp honours those, this does
 not. Connections are kept and reused; one that failed is closed, never reused. A store closes a kept
