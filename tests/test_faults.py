@@ -70,7 +70,9 @@ def test_a_download_of_many_small_and_a_few_large_objects_survives_a_faulty_netw
     assert snapshot(tmp_path / "back") == snapshot(src)
     faults = sum(n for fate, n in proxy.counts.items() if fate != "pass")
     assert faults >= 5 and report.retries >= faults // 2, (proxy.counts, report.retries)
-    assert report.requests == sum(proxy.counts.values()), (proxy.counts, report.requests)
+    # every range is counted (two uncounted per large file would be 4 short); a request cut off as it was
+    # sent may reach the client's count and not the proxy's
+    assert abs(report.requests - sum(proxy.counts.values())) <= 1, (proxy.counts, report.requests)
 
 
 def test_a_dead_network_fails_in_bounded_time_with_one_line(tmp_path: Path, bucket: str, s3_endpoint: str) -> None:
