@@ -240,7 +240,7 @@ class S3Client:
         return taken if len(taken) > self.plain_first else []
 
     async def get_many(self, bucket: str, calls: Sequence[tuple[str, Callable[[bytes], None]]],
-                       workers: int) -> tuple[dict[int, Exception], dict[int, Exception]]:
+                       workers: int) -> tuple[dict[int, Exception], dict[int, BaseException]]:
         """:meth:`ObstoreLane.get_many` (the caller checked :meth:`batchable`). A store that refuses the
         lane's clock turns the lane off, as in :meth:`_in_lane`: those calls' request errors are ClockSkewed."""
         assert self.lane is not None

@@ -15,12 +15,12 @@ blocking calls, which leave no Python object with a Rust thread, in 0 of 80.
 
 What stays in gpstage's own client (:mod:`gpstage.storage.s3client`): listing (object_store rewrites a
 ``dir/`` marker as ``dir`` and refuses keys it cannot parse), downloads above 1 MiB, multipart uploads
-and their abort, HEAD, ranged reads of inputs by URL, copies and deletes; and per request, whatever this lane does not take
-(:meth:`takes`): keys object_store refuses (empty segments, ``.``, control characters), writes with user
-metadata or a profile's encryption/ACL headers. Each call here is ONE request: obstore's retries are
-off, so gpstage's policy retries and counts every attempt. Errors come back as :class:`S3ResponseError`
-(the status and S3's error code read from obstore's message) or as the built-in connection errors the
-retry policy and the one-line error descriptions already know.
+and their abort, HEAD, ranged reads of inputs by URL, copies and deletes; and per request, whatever this
+lane does not take (:meth:`takes`): keys object_store refuses (empty segments, ``.``, control
+characters), writes with user metadata or a profile's encryption/ACL headers. Each call here is ONE
+request: obstore's retries are off, so gpstage's policy retries and counts every attempt. Errors come
+back as :class:`S3ResponseError` (the status and S3's error code read from obstore's message) or as the
+built-in connection errors the retry policy and the one-line error descriptions already know.
 
 Integrity of a PUT: obstore signs the payload (``x-amz-content-sha256`` is the body's SHA-256, which
 S3 checks) where gpstage's client sends a Content-MD5; either way a damaged body is refused.
@@ -108,33 +108,20 @@ class ObstoreLane:
         """One GET, then ``then(data)`` in the same worker thread: a small download and its local write
         cost one thread hop, not two. A failure of ``then`` is returned, not raised, so that the caller
         raises it outside the request's retries and storage-error wording (it is a local error)."""
-        import obstore
-
         store = self.store(bucket)
-
-        def fetch_and_write() -> BaseException | None:
-            data = obstore.get(store, key).bytes()  # a buffer: written as it is, not copied into bytes
-            try:
-                then(data)
-            except BaseException as exc:  # noqa: BLE001 - handed back to the caller, who raises it
-                return exc
-            return None
-
-        return await self._run(fetch_and_write)
+        return await self._run(lambda: fetch_then(store, key, then))
 
     async def get_many(self, bucket: str, calls: Sequence[tuple[str, Callable[[bytes], None]]],
-                       workers: int) -> tuple[dict[int, Exception], dict[int, Exception]]:
+                       workers: int) -> tuple[dict[int, Exception], dict[int, BaseException]]:
         """Each call's object in ONE GET, handed to its ``then`` in the same thread; ``workers`` threads
         take the calls in turn. A small object costs no hop between the event loop and a thread: 1,000
         objects took ~24 context switches each when every GET was its own task, ~12 batched
         (docs/design.md, "The S3 fast lane"). Returns the failures by call index: the requests'
         (translated) and ``then``'s (local)."""
-        import obstore
-
         store = self.store(bucket)
         queue = deque(range(len(calls)))  # popleft is atomic: the threads share it without a lock
         requests: dict[int, Exception] = {}
-        local: dict[int, Exception] = {}
+        local: dict[int, BaseException] = {}
         stop = threading.Event()
 
         def work() -> None:
@@ -145,14 +132,12 @@ class ObstoreLane:
                     return
                 key, then = calls[i]
                 try:
-                    data = obstore.get(store, key).bytes()
+                    failure = fetch_then(store, key, then)
                 except Exception as exc:  # noqa: BLE001 - each call's failure is the caller's to retry or report
                     requests[i] = translate(exc)
                     continue
-                try:
-                    then(data)
-                except Exception as exc:  # noqa: BLE001 - a local error: reported, never retried
-                    local[i] = exc
+                if failure is not None:  # a local error: reported, never retried
+                    local[i] = failure
 
         loop = asyncio.get_running_loop()
         try:
@@ -174,6 +159,19 @@ class ObstoreLane:
             return await asyncio.get_running_loop().run_in_executor(self.pool, call)
         except Exception as exc:
             raise translate(exc) from exc
+
+
+def fetch_then(store: Any, key: str, then: Callable[[bytes], None]) -> BaseException | None:
+    """One GET (its failure raised, as obstore's), then ``then(data)`` in the same thread; ``then``'s
+    failure is returned, not raised: it is a local error, outside the request's retries and wording."""
+    import obstore
+
+    data = obstore.get(store, key).bytes()  # a buffer: written as it is, not copied into bytes
+    try:
+        then(data)
+    except BaseException as exc:  # noqa: BLE001 - handed back to the caller, who raises it
+        return exc
+    return None
 
 
 def translate(exc: Exception) -> Exception:
