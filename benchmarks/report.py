@@ -19,7 +19,8 @@ from runner import Run
 
 OP_ORDER = {"up": 0, "noop": 1, "down": 2}
 TOOL_ORDER = {name: i for i, name in enumerate(("gpstage", "aws", "rclone", "rclone-sizeonly", "s5cmd", "s5cmd-matched", "fsspec",
-                                                "obstore", "py-floor", "py-floor-asyncio"))}
+                                                "obstore", "py-floor", "py-floor-asyncio",
+                                                "py-floor-command"))}
 SERVER_ORDER = {"seaweedfs": 0, "moto": 1}
 
 
@@ -102,10 +103,12 @@ def _rival(rows: list[Row], dataset: str, op: str, key: Any) -> Row | None:
 
 
 def floor_note(rows: list[Row], dataset: str, op: str, ref: Row | None) -> str:
-    """The Python floor on a row (benchmarks/stdlib_copy.py, alone and with asyncio imported), as ratios to ``ref``:
-    where the floor itself misses a target, no Python client meets it on this machine."""
+    """The Python floor on a row (benchmarks/stdlib_copy.py alone, with asyncio imported, and that started as an
+    installed command), as ratios to ``ref``: where a floor itself misses a target, no Python client of its
+    shape meets it on this machine."""
     parts = [f"{r.tool} {r.wall_s:.2f} s" + (f" ({r.wall_s / ref.wall_s:.2f} × {ref.tool})" if ref and ref.wall_s else "")
-             for t in ("py-floor", "py-floor-asyncio") if (r := _get(rows, dataset, op, t)) is not None]
+             for t in ("py-floor", "py-floor-asyncio", "py-floor-command")
+             if (r := _get(rows, dataset, op, t)) is not None]
     return f"; Python floor: {', '.join(parts)}" if parts else ""
 
 

@@ -251,9 +251,19 @@ class StdlibFloorAsyncio(StdlibFloor):
     script_flags = ("--asyncio",)
 
 
+class StdlibFloorCommand(StdlibFloorAsyncio):
+    """The asyncio floor started as an installed command starts — ``site`` and this venv's ``.pth`` files
+    run first, as before the first line of gpstage's console script: the floor of an asyncio client
+    installed with pip, which a start-up-bound row cannot go below."""
+
+    name = "py-floor-command"
+    python_flags = ()
+
+
 def make_tools(names: list[str], work: Path) -> list[Tool]:
     """Tool objects for the requested names; ``rclone`` brings its size-only no-op reference along."""
     classes: dict[str, list[type[Tool]]] = {"gpstage": [Gpstage], "aws": [Aws], "rclone": [Rclone, RcloneSizeOnly],
                                             "s5cmd": [S5cmd, S5cmdMatched], "fsspec": [Fsspec],
-                                            "obstore": [Obstore], "py-floor": [StdlibFloor, StdlibFloorAsyncio]}
+                                            "obstore": [Obstore],
+                                            "py-floor": [StdlibFloor, StdlibFloorAsyncio, StdlibFloorCommand]}
     return [cls(work) for n in names for cls in classes[n]]

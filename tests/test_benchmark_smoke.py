@@ -37,7 +37,7 @@ def test_quick_benchmark_has_a_row_for_every_tool_on_both_servers(tmp_path: Path
     table = (out / "latest-quick.md").read_text()
     rows = [line for line in table.splitlines() if line.startswith("| (")]
     for server in ("seaweedfs", "moto"):
-        for tool in [*TOOLS, "rclone-sizeonly", "s5cmd-matched", "py-floor-asyncio"]:
+        for tool in [*TOOLS, "rclone-sizeonly", "s5cmd-matched", "py-floor-asyncio", "py-floor-command"]:
             assert any(f"| {server} | {tool} |" in row for row in rows), f"no row for {tool} on {server}:\n{table}"
     assert not any("| aws |" in row for row in rows)
     floors = [row for row in rows if "| py-floor" in row]
