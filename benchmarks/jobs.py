@@ -309,8 +309,9 @@ def main() -> int:
     (args.out / f"{name}.json").write_text(json.dumps({"storage_root": STORAGE_ROOT, "startup_s": s, "api": api, "cli": cli,
                                                     "state_mib": state_mib,
                                                     "targets" if args.storage == "nfs" else "reference": [
-                                                        {"target": n, "value": g, "limit": lim, "met": g <= lim}
-                                                        for n, g, lim in checks]}, indent=2) + "\n")
+                                                        {"target": n, "value": g, "limit": lim, "met": g <= lim,
+                                                         **({"floor": floor[0].lstrip("; ")} if floor else {})}
+                                                        for n, g, lim, *floor in checks]}, indent=2) + "\n")
     return 0
 
 

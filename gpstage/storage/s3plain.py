@@ -165,8 +165,6 @@ def create_sized(path: str, size: int) -> None:
 
 
 RECEIVE_BLOCK = 128 * 2**10  # see receive_file
-# One pwrite at a time per file (striped by path): see receive_file.
-_WRITE_LOCKS = tuple(threading.Lock() for _ in range(8))
 
 
 def receive_file(resp: http.client.HTTPResponse, into: FileRange, chunk: int = RECEIVE_BLOCK) -> bytes:
@@ -180,23 +178,18 @@ def receive_file(resp: http.client.HTTPResponse, into: FileRange, chunk: int = R
     host takes back free memory, those are the pages the host must supply again on first touch. 1 GiB
     into the page cache: 0.39–0.63 s in 128 KiB or 32 KiB writes, 0.92–1.91 s in 1 MiB writes, same
     state, interleaved; 1 GiB down: 1.0 s of client CPU against 1.3 s (docs/design.md, "The S3 fast lane").
-
-    The ranges of one file take turns at ``pwrite`` (a lock per file, striped): ext4 takes the inode's
-    lock for each write, and its waiters spin while the holder runs. When first touches of page-cache
-    pages are slow (see above), that spinning was 21 % of a 1 GiB download's client CPU (perf); waiting
-    on a Python lock sleeps instead."""
+    The ranges write concurrently: a Python lock making them take turns was tried and measured slower
+    (docs/design.md, same place)."""
     if resp.length != into.length:  # not the bytes that were listed: retrying would not help
         resp.close()
         raise changed_since_listed(resp.length, into.length)
     buffer = bytearray(chunk)
     view = memoryview(buffer)
     offset, end = into.offset, into.offset + into.length
-    lock = _WRITE_LOCKS[hash(into.path) % len(_WRITE_LOCKS)]
     fd = os.open(into.path, os.O_WRONLY | os.O_CLOEXEC)
     try:
         while got := resp.readinto(buffer):
-            with lock:
-                os.pwrite(fd, view[:got], offset)
+            os.pwrite(fd, view[:got], offset)
             offset += got
     finally:
         os.close(fd)
