@@ -252,9 +252,9 @@ class StdlibFloorAsyncio(StdlibFloor):
 
 
 class StdlibFloorCommand(StdlibFloorAsyncio):
-    """The asyncio floor started as an installed command starts — ``site`` and this venv's ``.pth`` files
-    run first, as before the first line of gpstage's console script: the floor of an asyncio client
-    installed with pip, which a start-up-bound row cannot go below."""
+    """The asyncio floor started as gpstage's console script starts here: ``site`` and this venv's ``.pth``
+    files run first. In an editable checkout those include the install's import hook (pathlib,
+    importlib.util), which gpstage loads anyway and a wheel install would not run (docs/design.md §19)."""
 
     name = "py-floor-command"
     python_flags = ()
