@@ -92,6 +92,21 @@ def test_a_local_files_parts_are_sent_from_the_file_never_read_into_memory(tmp_p
     assert snapshot(tmp_path / "back") == snapshot(src)
 
 
+def test_a_file_too_large_for_the_part_limit_goes_in_larger_parts(tmp_path: Path, bucket: str, s3_client,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """S3 takes at most 10,000 parts: a file that needs more at the usual size gets whole-MiB parts that fit
+    (here the limit is 2 and the usual part 5 MiB, so 12 MiB go as two 6 MiB parts, not three)."""
+    monkeypatch.setattr("gpstage.storage.s3.PART_SIZE", 5 * 2**20)
+    monkeypatch.setattr("gpstage.storage.s3.MAX_PARTS", 2)
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "big.bin").write_bytes(os.urandom(12 * 2**20))
+    sync(str(src), f"s3://{bucket}/few-parts")
+    assert s3_client.head_object(Bucket=bucket, Key="few-parts/big.bin")["ETag"].strip('"').endswith("-2")
+    sync(f"s3://{bucket}/few-parts", str(tmp_path / "back"))
+    assert snapshot(tmp_path / "back") == snapshot(src)
+
+
 def test_a_file_that_shrank_below_its_listed_size_fails_its_part_and_leaves_nothing(tmp_path: Path, bucket: str,
                                                                                        s3_client,
                                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
