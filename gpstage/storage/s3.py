@@ -28,7 +28,7 @@ from gpstage.storage.s3xml import ListPage
 from gpstage.storage.source import ByteSource, FileRange
 from gpstage.storage.tree import SHA256_META, Entry
 
-PART_SIZE = 16 * 2**20  # files above this go multipart, in parts of this size (measured against 8 MiB: design §19)
+PART_SIZE = 16 * 2**20  # files above this go multipart, in parts of this size (measured: design.md, "The S3 fast lane")
 PARTS_IN_FLIGHT = 4  # per file; with LARGE_JOBS files at once this bounds the memory held in parts
 MAX_PARTS = 10_000  # S3's limit on the parts of one upload: larger files get larger parts (part_size)
 COPY_MAX = 5 * 2**30  # CopyObject's limit; larger objects are copied part by part (UploadPartCopy)
