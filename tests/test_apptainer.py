@@ -273,6 +273,34 @@ def test_an_image_without_bash_is_an_error_not_the_modules_exit_code(tmp_path: P
     assert "FATAL" in metadata(spec, "stderr.txt")  # apptainer's own words, beside the module's (empty) stderr
 
 
+@pytest.mark.parametrize("cancelled", [False, True])
+def test_a_fatal_start_is_an_error_unless_the_entry_signalled_it(tmp_path: Path, cancelled: bool) -> None:
+    """A cancel that reaches apptainer while it still sets the container up makes it fail with a FATAL
+    and status 255 ("failed to find loop device: unexpected EOF", seen in CI): that is the cancel's doing,
+    and the job must end CANCELLED, not in ERROR. A stand-in process fails the way apptainer does."""
+    from container_entry.runners.apptainer import ApptainerRun
+    from gpstage.errors import GpstageError
+
+    log = tmp_path / "apptainer.log"
+    fail = f'echo "FATAL:   container creation failed: unexpected EOF" >> "{log}"; exit 255'
+    script = f"trap '{fail}' TERM; sleep 30 & wait" if cancelled else fail
+    proc = subprocess.Popen(["sh", "-c", script], start_new_session=True)
+    run = ApptainerRun(proc, tmp_path / "scratch", "img", str(tmp_path / "stderr.txt"), str(log))
+    try:
+        if cancelled:
+            time.sleep(0.3)  # the trap is set
+            run.send_signal(signal.SIGTERM)
+            assert run.wait(30) == 255
+        else:
+            with pytest.raises(GpstageError, match="apptainer could not run the module"):
+                run.wait(30)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    assert "FATAL" in (tmp_path / "stderr.txt").read_text()  # apptainer's words reach the module's stderr either way
+
+
 def test_apptainer_exec_overhead(tmp_path: Path, images, entry_env, apptainer: str, sif_cache: Path,
                                 monkeypatch: pytest.MonkeyPatch) -> None:
     """An empty exec.sh: bash directly vs ``apptainer exec`` of the cached SIF (what the runner adds)."""

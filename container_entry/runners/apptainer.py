@@ -104,6 +104,7 @@ class ApptainerRun(ModuleRun):
         self.proc, self.scratch, self.image, self.stderr_path = proc, scratch, image, stderr_path
         self.log_path = log_path or str(scratch / APPTAINER_LOG)
         self._checked = False
+        self._signalled = False  # a cancel or time limit reached it: a FATAL then is the signal's doing
 
     def wait(self, timeout: float | None) -> int | None:
         try:
@@ -117,7 +118,9 @@ class ApptainerRun(ModuleRun):
 
     def _after_exit(self, code: int) -> None:
         """apptainer's own messages: appended to the module's stderr when the run failed; a FATAL with
-        status 255 means the container never ran the module — an ERROR, not the module's exit code."""
+        status 255 means the container never ran the module — an ERROR, not the module's exit code —
+        unless the entry signalled it: a cancel while apptainer was still setting the container up makes it
+        fail so ("failed to find loop device: unexpected EOF"), and the job is CANCELLED, not in ERROR."""
         if code == 0:
             return
         try:
@@ -132,7 +135,7 @@ class ApptainerRun(ModuleRun):
                     err.write(text if text.endswith("\n") else text + "\n")
             except OSError:
                 pass
-        if code == 255 and any(ln.lstrip().startswith("FATAL") for ln in text.splitlines()):
+        if code == 255 and not self._signalled and any(ln.lstrip().startswith("FATAL") for ln in text.splitlines()):
             raise GpstageError(f"apptainer could not run the module in {self.image}: {one_line(text)}",
                                "check that the image has bash (an executor: its command) and that the job's "
                                "dirs exist on this node")
@@ -140,6 +143,7 @@ class ApptainerRun(ModuleRun):
     def send_signal(self, sig: int) -> None:
         if self.proc.returncode is not None:
             return
+        self._signalled = True
         try:
             os.killpg(self.proc.pid, sig)  # apptainer, its init and the module: one process group
         except (ProcessLookupError, PermissionError):
