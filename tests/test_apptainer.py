@@ -283,12 +283,16 @@ def test_a_fatal_start_is_an_error_unless_the_entry_signalled_it(tmp_path: Path,
 
     log = tmp_path / "apptainer.log"
     fail = f'echo "FATAL:   container creation failed: unexpected EOF" >> "{log}"; exit 255'
-    script = f"trap '{fail}' TERM; sleep 30 & wait" if cancelled else fail
+    ready = tmp_path / "trap-set"
+    script = f"trap '{fail}' TERM; touch \"{ready}\"; sleep 30 & wait" if cancelled else fail
     proc = subprocess.Popen(["sh", "-c", script], start_new_session=True)
     run = ApptainerRun(proc, tmp_path / "scratch", "img", str(tmp_path / "stderr.txt"), str(log))
     try:
         if cancelled:
-            time.sleep(0.3)  # the trap is set
+            deadline = time.monotonic() + 30
+            while not ready.exists():  # the stand-in must catch the signal, as apptainer does
+                assert time.monotonic() < deadline and proc.poll() is None
+                time.sleep(0.01)
             run.send_signal(signal.SIGTERM)
             assert run.wait(30) == 255
         else:
