@@ -6,11 +6,12 @@ policy says and every retry is counted in the transfer report instead of hiding 
 
 from __future__ import annotations
 
-import asyncio
 import random
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TypeVar
+
+from gpstage import aio
 
 T = TypeVar("T")
 
@@ -68,7 +69,7 @@ def error_code(exc: BaseException) -> str | None:
 
 
 def is_transient(exc: BaseException) -> bool:
-    if isinstance(exc, asyncio.CancelledError):
+    if aio.is_cancelled(exc):
         return False
     chain = cause_chain(exc)
     if any(type(e).__name__ in TRANSIENT_NAMES or isinstance(e, (ConnectionError, TimeoutError)) for e in chain):
@@ -105,5 +106,5 @@ class RetryPolicy:
                     raise
                 if on_retry:
                     on_retry(exc)
-                await asyncio.sleep(self.delay(attempt))
+                await aio.sleep(self.delay(attempt))
         raise AssertionError("unreachable")

@@ -10,7 +10,6 @@ skipped. Object-store destinations get a fresh manifest (modes, mtimes, dirs) af
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import os
 import time
@@ -18,11 +17,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
 
-from gpstage.aio import run_sync
+from gpstage import aio
 from gpstage.errors import BadInput, GpstageError, StorageError
 from gpstage.report import TransferReport
 from gpstage.retry import RetryPolicy
-from gpstage.storage import LocalTree, RemoteTree, open_tree
+from gpstage.storage import LocalTree, RemoteTree, open_tree, runs_on_threads
 from gpstage.storage.source import FileSource, ObjectSource
 from gpstage.storage.tree import Entry, Excluder, Tree
 from gpstage.urls import join_url
@@ -33,6 +32,7 @@ if TYPE_CHECKING:
 DEFAULT_JOBS = 32
 LARGE_FILE = 2**20  # files above this share a smaller pool, so memory stays bounded
 LARGE_JOBS = 4
+THREADED_COPIES = 32  # at most this many small copies stay on gpstage.aio's threads (_fits_threads)
 BATCH = 512  # small downloads handed to the store's client at once (progress moves batch by batch)
 AMBIGUOUS_NS = 2 * 10**9  # object stores' LastModified has 1 s precision
 
@@ -69,9 +69,11 @@ class Plan:
 def sync(src: str, dst: str, *, delete: bool = False, checksum: bool = False, jobs: int | None = None,
          exclude: Sequence[str] = (), dry_run: bool = False, progress: Progress | None = None,
          retry: RetryPolicy | None = None) -> TransferReport:
-    """Make ``dst`` hold the contents of ``src``; see :func:`async_sync`."""
-    return run_sync(async_sync(src, dst, delete=delete, checksum=checksum, jobs=jobs, exclude=exclude,
-                               dry_run=dry_run, progress=progress, retry=retry))
+    """Make ``dst`` hold the contents of ``src``; see :func:`async_sync`. Between a local dir and a store
+    whose trees support it, without asyncio (gpstage.aio): a small sync is mostly start-up."""
+    threads = runs_on_threads(src, dst)  # first: an unknown scheme is refused before any coroutine exists
+    return aio.run_sync(async_sync(src, dst, delete=delete, checksum=checksum, jobs=jobs, exclude=exclude,
+                                   dry_run=dry_run, progress=progress, retry=retry), threads=threads)
 
 
 async def async_sync(src: str, dst: str, *, delete: bool = False, checksum: bool = False, jobs: int | None = None,
@@ -96,7 +98,7 @@ async def async_sync(src: str, dst: str, *, delete: bool = False, checksum: bool
             raise BadInput(f"source {s.root} does not exist", "check the path")
         if cache is not None and isinstance(s, LocalTree):
             cache.bind(d)
-        src_tree, dst_full = await asyncio.gather(s.scan(), d.scan())
+        src_tree, dst_full = await aio.gather(s.scan(), d.scan())
         src_tree, dst_tree = excl.apply(src_tree), excl.apply(dst_full)
         plan = await _plan(src_tree, dst_tree, d, checksum, delete)
         report.files_skipped = plan.skipped
@@ -104,7 +106,8 @@ async def async_sync(src: str, dst: str, *, delete: bool = False, checksum: bool
             report.files_copied, report.bytes_copied = len(plan.copy), plan.nbytes(src_tree)
             report.files_deleted = len(plan.delete)
         else:
-            failed = await _execute(plan, s, d, src_tree, report, jobs or DEFAULT_JOBS, progress, cache)
+            execute = _execute(plan, s, d, src_tree, report, jobs or DEFAULT_JOBS, progress, cache)
+            failed = await (execute if _fits_threads(plan, src_tree) else aio.on_loop(execute))
             if isinstance(d, RemoteTree):
                 await _finish_remote(plan, failed, d, src_tree, dst_full, excl, delete, report)
     report.seconds = time.monotonic() - started
@@ -112,6 +115,12 @@ async def async_sync(src: str, dst: str, *, delete: bool = False, checksum: bool
         raise SyncError(f"{len(report.errors)} of {len(plan.copy)} transfers failed; first: {report.errors[0]}",
                         "re-run the same command: it transfers only what is missing", report)
     return report
+
+
+def _fits_threads(plan: Plan, src: Tree) -> bool:
+    """Whether a threaded run copies this plan on its threads: a job dir's few small files. More go on a
+    loop, where the store's fast lane takes them in batches, and large files in parts and ranges."""
+    return len(plan.copy) <= THREADED_COPIES and all(src.files[r].size <= LARGE_FILE for r in plan.copy)
 
 
 def _refuse_overlap(s: AnyTree, d: AnyTree) -> None:
@@ -150,7 +159,7 @@ def _md5_file(path: str) -> str:
 
 async def _md5(e: Entry) -> str | None:
     if e.md5 is None and e.path is not None:
-        e.md5 = await asyncio.to_thread(_md5_file, e.path)
+        e.md5 = await aio.to_thread(_md5_file, e.path)
     return e.md5
 
 
@@ -160,7 +169,7 @@ async def _plan(src: Tree, dst: Tree, d: AnyTree, checksum: bool, delete: bool) 
         de = dst.files.get(rel)
         verdict = None if checksum and de is not None and se.size == de.size else _verdict(se, de)
         if verdict is None:
-            a, b = await asyncio.gather(_md5(se), _md5(de))
+            a, b = await aio.gather(_md5(se), _md5(de))
             if a is not None and b is not None:
                 same = a == b
             else:
@@ -192,7 +201,7 @@ async def _execute(plan: Plan, s: AnyTree, d: AnyTree, src: Tree, report: Transf
                    progress: Progress | None, cache: InputCache | None = None) -> set[str]:
     """Delete, copy, fix metadata; return the paths whose copy failed (their errors are in the report)."""
     if isinstance(d, LocalTree):
-        await asyncio.to_thread(_local_prepare, plan, d, report)
+        await aio.to_thread(_local_prepare, plan, d, report)
     else:
         if plan.delete:
             await d.delete(plan.delete)
@@ -204,7 +213,7 @@ async def _execute(plan: Plan, s: AnyTree, d: AnyTree, src: Tree, report: Transf
         await cache.prepare([src.files[r] for r in plan.copy])
     if progress:
         progress.start(len(plan.copy), plan.nbytes(src))
-    small, large = asyncio.Semaphore(jobs), asyncio.Semaphore(min(jobs, LARGE_JOBS))
+    small, large = aio.Semaphore(jobs), aio.Semaphore(min(jobs, LARGE_JOBS))
     failed: set[str] = set()
 
     def done(rel: str, e: Entry, err: Exception | None) -> None:
@@ -245,12 +254,12 @@ async def _execute(plan: Plan, s: AnyTree, d: AnyTree, src: Tree, report: Transf
         assert isinstance(s, RemoteTree) and isinstance(d, LocalTree)
         work.append(batches(s, d))
     try:
-        await asyncio.gather(*work)
+        await aio.gather(*work)
     finally:
         if progress:
             progress.finish()
     if isinstance(d, LocalTree):
-        await asyncio.to_thread(_local_finish, plan, d, src, report)
+        await aio.to_thread(_local_finish, plan, d, src, report)
     return failed
 
 
@@ -258,7 +267,7 @@ async def _copy(rel: str, e: Entry, s: AnyTree, d: AnyTree) -> None:
     if isinstance(s, LocalTree):
         assert e.path is not None
         if isinstance(d, LocalTree):
-            await asyncio.to_thread(d.copy_in, e.path, rel, e)
+            await aio.to_thread(d.copy_in, e.path, rel, e)
         else:
             await d.upload(FileSource(e.path, e.size), rel)
     elif isinstance(d, LocalTree):

@@ -1,8 +1,8 @@
 """gpstage's S3 client sends each request by the transport that suits it (docs/design.md, "The S3 fast
-lane"): whole-object GETs and single PUTs through obstore, listings/HEADs/deletes over the standard
-library, streams and parts over aiohttp. These tests pin what each transport must keep: the same bytes,
-modes and mtimes whichever way an object went, the own client for keys obstore cannot name, and errors in
-the shapes the retry policy and the one-line messages read."""
+lane"): whole-object GETs and single PUTs through obstore, listings/HEADs/deletes and parts over the
+standard library, ranged reads of inputs and server-side copies over aiohttp. These tests pin what each
+transport must keep: the same bytes, modes and mtimes whichever way an object went, the own client for keys
+obstore cannot name, and errors in the shapes the retry policy and the one-line messages read."""
 
 from __future__ import annotations
 
@@ -10,11 +10,15 @@ import asyncio
 import gc
 import os
 import socketserver
+import subprocess
+import sys
 import threading
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
+from gpstage import aio
 from gpstage.errors import StorageError
 from gpstage.report import TransferReport
 from gpstage.storage import LocalTree, RemoteTree, open_tree
@@ -56,7 +60,7 @@ def test_a_round_trip_is_identical_with_and_without_the_lane(tmp_path: Path, buc
     monkeypatch.setattr("gpstage.storage.s3client.PLAIN_FIRST", 2)
     Path(os.environ["GPSTAGE_CONFIG"]).write_text(f'[storage."s3://{bucket}/"]\ns3_fast_lane = {str(fast_lane).lower()}\n')
     src = tree_with(tmp_path, ["a.txt", "d/b c+d.txt", "d/e/ünï.txt", "tab\there.txt", "big.bin"])
-    (src / "big.bin").write_bytes(os.urandom(3 * 2**20))  # above the lane's whole-GET size: streamed by aiohttp
+    (src / "big.bin").write_bytes(os.urandom(3 * 2**20))  # ranges over http.client; the copies on a loop (lane)
     url = f"s3://{bucket}/lane-{fast_lane}"
     sync(str(src), url)
     sync(url, str(tmp_path / "back"))
@@ -243,26 +247,40 @@ def test_a_listing_of_several_pages_holds_every_key_once_at_one_request_per_page
     assert (again.files_skipped, again.files_copied, again.requests) == (1001, 0, 2)
 
 
-def test_read_pages_requests_the_next_page_first_and_never_trusts_a_wrong_hint() -> None:
-    """A page is (items, exact token, hint): the hint of the second is wrong, so the page it fetched is
-    dropped and the right one asked for; a page that cannot be read cancels the request ahead."""
-    pages = {None: ("ab", "t1", "t1"), "t1": ("c", "t2", "bad"), "bad": ("X", None, None), "t2": ("d", None, None)}
-    events: list[str] = []
-    items: list[str] = []
+PAGES = {None: ("ab", "t1", "t1"), "t1": ("c", "t2", "bad"), "bad": ("X", None, None), "t2": ("d", None, None)}
 
-    async def fetch(token: str | None) -> tuple[str, str | None, str | None]:
-        events.append(f"fetch {token}")
-        await asyncio.sleep(0)
-        return pages[token]
 
+def reader(events: list[str], items: list[str]) -> Callable[[tuple[str, str | None, str | None]], str | None]:
     def read(page: tuple[str, str | None, str | None]) -> str | None:
         events.append(f"read {page[0]}")
         items.extend(page[0])
         return page[1]
 
-    asyncio.run(read_pages(fetch, lambda page: page[2], read))
+    return read
+
+
+@pytest.mark.parametrize("threads", [False, True], ids=["loop", "threads"])
+def test_read_pages_requests_the_next_page_first_and_never_trusts_a_wrong_hint(threads: bool) -> None:
+    """A page is (items, exact token, hint): the hint of the second is wrong, so the page it fetched is
+    dropped and the right one asked for. Under both of gpstage.aio's drivers."""
+    events: list[str] = []
+    items: list[str] = []
+
+    async def fetch(token: str | None) -> tuple[str, str | None, str | None]:
+        events.append(f"fetch {token}")
+        await aio.sleep(0)
+        return PAGES[token]
+
+    aio.run_sync(read_pages(fetch, lambda page: page[2], reader(events, items)), threads=threads)
     assert items == ["a", "b", "c", "d"]
     assert events == ["fetch None", "fetch t1", "read ab", "fetch bad", "read c", "fetch t2", "read d"]
+
+
+def test_a_dropped_page_request_is_cancelled_on_a_loop_and_its_error_taken() -> None:
+    """A wrong guess refused by the store is no failure (nor an error asyncio reports as never retrieved); a
+    page that cannot be read cancels the request ahead."""
+    pages, items = PAGES, []
+    read = reader([], items)
 
     async def refused(token: str | None) -> tuple[str, str | None, str | None]:
         if token == "bad":  # the store refuses the wrong guess before the page is read
@@ -278,7 +296,6 @@ def test_read_pages_requests_the_next_page_first_and_never_trusts_a_wrong_hint()
         await asyncio.sleep(0)
         return reported
 
-    items.clear()
     assert asyncio.run(quiet()) == [] and items == ["a", "b", "c", "d"]
 
     cancelled = []
@@ -303,6 +320,21 @@ def test_read_pages_requests_the_next_page_first_and_never_trusts_a_wrong_hint()
 
     asyncio.run(go())
     assert cancelled == ["t1"]
+
+
+@pytest.mark.parametrize(("files", "on_loop"), [(3, False), (40, True)])
+def test_a_job_dirs_sync_runs_without_asyncio_and_a_larger_one_copies_on_a_loop(tmp_path: Path, bucket: str,
+                                                                                files: int, on_loop: bool) -> None:
+    """gpstage.aio's threads carry a sync of a few small files between a local dir and S3; above
+    THREADED_COPIES the copies go on a loop (the fast lane's batches). The same bytes, modes and mtimes."""
+    src = tree_with(tmp_path, [f"d{i % 2}/f{i}.txt" for i in range(files)])
+    url, back = f"s3://{bucket}/threads-{files}", tmp_path / "back"
+    code = ("import sys; from gpstage.sync import sync; sync(sys.argv[1], sys.argv[2]); sync(sys.argv[2], sys.argv[3]);"
+            "print('asyncio' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code, str(src), url, str(back)], capture_output=True, text=True,
+                         timeout=120, check=True)
+    assert out.stdout.strip() == str(on_loop)
+    assert snapshot(back) == snapshot(src)
 
 
 def test_a_pages_hint_is_the_token_the_parse_finds_escapes_and_all() -> None:

@@ -65,6 +65,16 @@ class TestStorage(StorageConformance):
     """file, nfs, s3 (moto server), gs (gcp-storage-emulator) and az (Azurite) must all pass the conformance class."""
 
 
+class TestStorageOnALoop(StorageConformance):
+    """The same on S3 with the sync engine on asyncio's loop, as staging and larger syncs run it (a job dir's
+    sync between a local dir and S3 runs on gpstage.aio's threads)."""
+
+    @pytest.fixture
+    def backend(self, monkeypatch: pytest.MonkeyPatch) -> str:
+        monkeypatch.setattr("gpstage.sync.runs_on_threads", lambda *urls: False)
+        return "s3"
+
+
 class TestRemoteTrees(RemoteTreeConformance):
     """s3, gs and az: the object operations beyond sync."""
 

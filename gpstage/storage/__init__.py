@@ -8,12 +8,12 @@ The interfaces a provider implements: :mod:`gpstage.storage.base`.
 
 from __future__ import annotations
 
-import asyncio
 import os
 import shutil
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
+from gpstage import aio
 from gpstage.errors import BadInput, StorageError
 from gpstage.report import TransferReport
 from gpstage.retry import RetryPolicy
@@ -23,7 +23,7 @@ from gpstage.storage.registry import get_provider, known_schemes, local_path_of,
 from gpstage.urls import split_url
 
 __all__ = ["LocalTree", "RemoteTree", "get_provider", "known_schemes", "local_path_of", "open_tree", "parent_and_name",
-           "provider_for", "read_url", "remove_tree", "write_url"]
+           "provider_for", "read_url", "remove_tree", "runs_on_threads", "write_url"]
 
 
 @asynccontextmanager
@@ -45,6 +45,13 @@ async def open_tree(url: str, report: TransferReport, retry: RetryPolicy | None 
         await provider.disconnect(client)
 
 
+def runs_on_threads(*urls: str) -> bool:
+    """Whether a sync between ``urls`` may run on gpstage.aio's threads: one side is a local dir (copies
+    between two stores read ranges, which need a loop) and every provider's trees support it."""
+    providers = [(provider_for(u), u) for u in urls]
+    return any(isinstance(p, LocalProvider) for p, _ in providers) and all(p.runs_on_threads(u) for p, u in providers)
+
+
 def parent_and_name(url: str) -> tuple[str, str]:
     """The URL of the dir holding the file at ``url``, and the file's name; BadInput when ``url`` names no file."""
     scheme, rest = split_url(url)
@@ -59,7 +66,7 @@ async def read_url(url: str, retry: RetryPolicy | None = None) -> bytes:
     parent, name = parent_and_name(url)
     async with open_tree(parent, TransferReport(url, ""), retry) as tree:
         if isinstance(tree, LocalTree):
-            return await asyncio.to_thread(_read_local, tree.path_of(name))
+            return await aio.to_thread(_read_local, tree.path_of(name))
         return await tree.read_bytes(name)
 
 
@@ -68,7 +75,7 @@ async def write_url(url: str, data: bytes, retry: RetryPolicy | None = None) -> 
     parent, name = parent_and_name(url)
     async with open_tree(parent, TransferReport("", url), retry) as tree:
         if isinstance(tree, LocalTree):
-            await asyncio.to_thread(tree.write_file, name, data)
+            await aio.to_thread(tree.write_file, name, data)
         else:
             await tree.write_bytes(name, data)
 
@@ -77,7 +84,7 @@ async def remove_tree(url: str, retry: RetryPolicy | None = None) -> int:
     """Delete everything under ``url`` (files, gpstage's manifests, empty dirs); returns the files removed."""
     async with open_tree(url, TransferReport("", url), retry) as tree:
         if isinstance(tree, LocalTree):
-            return await asyncio.to_thread(_remove_local, tree.root)
+            return await aio.to_thread(_remove_local, tree.root)
         rels = list(await tree.list_objects())
         await tree.delete(rels)
         await tree.abort_incomplete()  # a killed upload's parts are storage too

@@ -23,11 +23,11 @@ Register the class under the ``gpstage.storage`` entry-point group; docs/storage
 
 from __future__ import annotations
 
-import asyncio
 from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, ClassVar, TypeVar
 
+from gpstage import aio
 from gpstage.errors import GpstageError, StorageError
 from gpstage.report import TransferReport
 from gpstage.retry import RetryPolicy
@@ -54,9 +54,18 @@ class StorageProvider(ABC):  # noqa: B024 - abstract by kind: implement LocalPro
         if scheme:  # one class may serve several spellings (gs/gcs, az/abfs): the instance knows which
             self.scheme = scheme
 
+    def runs_on_threads(self, url: str) -> bool:
+        """Whether the client and trees for ``url`` await only :mod:`gpstage.aio`'s primitives (no asyncio
+        object, no loop-bound client), so that a sync through them can run without asyncio. False unless
+        a provider knows better: an async SDK's client belongs to a loop."""
+        return False
+
 
 class LocalProvider(StorageProvider):
     local: ClassVar[bool] = True
+
+    def runs_on_threads(self, url: str) -> bool:
+        return True
 
     @abstractmethod
     def local_path(self, url: str) -> str:
@@ -266,12 +275,12 @@ class RemoteTree(ABC):
         """``fetch(tmp)`` (retried as one request) writes the object to a temp file beside its final name in
         ``dst``; it is renamed into place once its size is verified, and removed whatever happens.
         ``calls_itself``: ``fetch`` sends several requests, each through :meth:`call` (retried alone)."""
-        final, tmp = await asyncio.to_thread(dst.prepare, dst_rel or rel)
+        final, tmp = await aio.to_thread(dst.prepare, dst_rel or rel)
         try:
             await (fetch(tmp) if calls_itself else self.call(lambda: fetch(tmp), rel))
-            await asyncio.to_thread(dst.commit, tmp, final, entry.size, entry.mode, entry.time_ns)
+            await aio.to_thread(dst.commit, tmp, final, entry.size, entry.mode, entry.time_ns)
         finally:
-            await asyncio.to_thread(unlink_quietly, tmp)
+            await aio.to_thread(unlink_quietly, tmp)
 
     async def fetch_whole(self, rel: str, entry: Entry, dst: LocalTree, dst_rel: str | None, in_loop_max: int = 0) -> None:
         """A small object in one request and one atomic write, with the entry's mode and mtime. The write
@@ -281,18 +290,18 @@ class RemoteTree(ABC):
         if entry.size <= in_loop_max:
             dst.write_file(dst_rel or rel, data, entry)
         else:
-            await asyncio.to_thread(dst.write_file, dst_rel or rel, data, entry)
+            await aio.to_thread(dst.write_file, dst_rel or rel, data, entry)
 
     async def _manifest_bytes(self, prefix: str, etag: str | None) -> bytes:
         """The manifest in dir ``prefix``: this machine's copy if the store still lists the object it
         wrote or read (same ETag), else read from the store, and kept for next time."""
         rel = f"{prefix}/{MANIFEST_NAME}" if prefix else MANIFEST_NAME
         url = join_url(self.url, rel)
-        kept = await asyncio.to_thread(manifestcache.load, url, etag)
+        kept = await aio.to_thread(manifestcache.load, url, etag)
         if kept is not None:
             return kept
         data = await self.read_bytes(rel)
-        await asyncio.to_thread(manifestcache.store, url, etag, data)
+        await aio.to_thread(manifestcache.store, url, etag, data)
         return data
 
     async def write_manifest(self, tree: Tree) -> bool:
@@ -302,6 +311,6 @@ class RemoteTree(ABC):
         manifest = Manifest.build(tree)
         data = manifest.dumps()
         etag = await self.write_bytes(MANIFEST_NAME, data)
-        await asyncio.to_thread(manifestcache.store, join_url(self.url, MANIFEST_NAME), etag, data)
+        await aio.to_thread(manifestcache.store, join_url(self.url, MANIFEST_NAME), etag, data)
         self.root_manifest = manifest
         return True

@@ -3,11 +3,11 @@ paged listings read ahead, listing timestamps, upload parts, SDK loggers."""
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Awaitable, Callable
 from datetime import datetime
 from typing import Any, TypeVar
 
+from gpstage import aio
 from gpstage.errors import BadInput
 from gpstage.storage.base import RemoteTree
 from gpstage.urls import split_url
@@ -50,16 +50,14 @@ async def read_pages(fetch: Callable[[str | None], Awaitable[Page]], hint: Calla
     page = await fetch(None)
     while True:
         guess = hint(page)
-        ahead = asyncio.ensure_future(fetch(guess)) if guess else None
-        if ahead is not None:
-            await asyncio.sleep(0)  # let it send its request before this page is read
+        ahead = await aio.start(fetch(guess)) if guess else None  # its request sent before this page is read
         try:
             token = read(page)
         except BaseException:
             _drop(ahead)
             raise
         if ahead is not None and token == guess:
-            page = await ahead
+            page = await ahead.result()
             continue
         _drop(ahead)
         if token is None:
@@ -67,15 +65,10 @@ async def read_pages(fetch: Callable[[str | None], Awaitable[Page]], hint: Calla
         page = await fetch(token)
 
 
-def _drop(task: asyncio.Future[Any] | None) -> None:
-    """Cancel a request made on a guess that proved wrong or useless; if it has failed already, its error
-    is taken (asyncio would otherwise report it as never retrieved): a dropped guess is no failure."""
-    if task is None:
-        return
-    if not task.done():
-        task.cancel()
-    elif not task.cancelled():
-        task.exception()
+def _drop(ahead: aio.Pending | None) -> None:
+    """Give up a request made on a guess that proved wrong or useless: a dropped guess is no failure."""
+    if ahead is not None:
+        ahead.drop()
 
 
 def to_ns(value: Any) -> int | None:

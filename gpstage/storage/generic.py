@@ -10,10 +10,10 @@ filesystem serves subclasses :class:`FsspecProvider` and sets ``scheme``, ``prot
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
+from gpstage import aio
 from gpstage.errors import MissingDependency, StorageError
 from gpstage.report import TransferReport
 from gpstage.retry import RetryPolicy
@@ -57,6 +57,8 @@ class FsspecProvider(RemoteProvider):
             ) from None
         opts = {"skip_instance_cache": True, **self.filesystem_options(url)}
         if getattr(cls, "async_impl", False):
+            import asyncio
+
             opts.update(asynchronous=True, loop=asyncio.get_running_loop())
         return cls(**opts)
 
@@ -75,7 +77,7 @@ class FsspecTree(RemoteTree):
         """Call fsspec method ``name`` natively when async, in a worker thread otherwise."""
         if getattr(self.client, "async_impl", False) and getattr(self.client, "asynchronous", False):
             return await getattr(self.client, "_" + name)(*args, **kwargs)
-        return await asyncio.to_thread(getattr(self.client, name), *args, **kwargs)
+        return await aio.to_thread(getattr(self.client, name), *args, **kwargs)
 
     async def list_objects(self) -> dict[str, Entry]:
         found = await self.call(lambda: self._fs("find", self.root, withdirs=False, detail=True))

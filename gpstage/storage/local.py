@@ -8,13 +8,13 @@ dead writer are removed by the next sync that lists the directory.
 
 from __future__ import annotations
 
-import asyncio
 import os
 import secrets
 import stat
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+from gpstage import aio
 from gpstage.errors import BadInput, StorageError, UnsafePath
 from gpstage.procs import pid_alive
 from gpstage.storage.tree import TEMP_PREFIX, Entry, Tree, is_reserved
@@ -52,7 +52,7 @@ class LocalTree:
 
     async def scan(self) -> Tree:
         """:meth:`list` off the event loop (the same call as :meth:`RemoteTree.scan`)."""
-        return await asyncio.to_thread(self.list)
+        return await aio.to_thread(self.list)
 
     def list(self) -> Tree:
         """Walk the tree following symlinks that stay inside it; refuse those that escape it or loop."""

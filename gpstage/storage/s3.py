@@ -10,13 +10,13 @@ gpstage's own and not botocore/s3fs: docs/design.md, "Why gpstage's own S3 clien
 
 from __future__ import annotations
 
-import asyncio
 import functools
 import os
 from collections.abc import Mapping
 from contextlib import suppress
 from typing import Any, ClassVar
 
+from gpstage import aio
 from gpstage.errors import GpstageError, MissingDependency, StorageError
 from gpstage.report import TransferReport
 from gpstage.retry import RetryPolicy
@@ -96,6 +96,12 @@ class S3Provider(RemoteProvider):
     async def disconnect(self, client: Any) -> None:
         await client.close()
 
+    def runs_on_threads(self, url: str) -> bool:
+        """Without a proxy: every request then goes over http.client in a thread (s3client's docstring)."""
+        from gpstage.storage.s3plain import proxied
+
+        return not proxied()
+
     def tree(self, url: str, client: Any, retry: RetryPolicy, report: TransferReport) -> RemoteTree:
         return S3Tree(self, url, client, retry, report)
 
@@ -151,7 +157,7 @@ class S3Tree(BucketTree):
 
     def __init__(self, *args: Any) -> None:
         super().__init__(*args)
-        self.part_slots = asyncio.Semaphore(PARTS_IN_FLIGHT)  # parts in memory across all files of this sync (RSS bound)
+        self.part_slots = aio.Semaphore(PARTS_IN_FLIGHT)  # parts in memory across all files of this sync (RSS bound)
 
     async def list_objects(self) -> dict[str, Entry]:
         out: dict[str, Entry] = {}
@@ -213,7 +219,7 @@ class S3Tree(BucketTree):
         key = self.object_key(rel)
         upload_id = await self.call(lambda: self.client.create_multipart(self.bucket, key, metadata), rel)
         etags = [""] * count
-        in_flight = asyncio.Semaphore(PARTS_IN_FLIGHT)
+        in_flight = aio.Semaphore(PARTS_IN_FLIGHT)
         failed: list[BaseException] = []
 
         async def one(i: int) -> None:
@@ -226,7 +232,7 @@ class S3Tree(BucketTree):
                     failed.append(exc)
 
         try:
-            await asyncio.gather(*(one(i) for i in range(count)))
+            await aio.gather(*(one(i) for i in range(count)))
             if failed:
                 raise failed[0]
             await self.call(lambda: self.client.complete_multipart(self.bucket, key, upload_id, etags), rel)
@@ -278,7 +284,7 @@ class S3Tree(BucketTree):
 
         key, size = self.object_key(rel), entry.size
         step = size if size < 2 * RANGE_PART else RANGE_PART
-        gate = asyncio.Semaphore(RANGES_IN_FLIGHT)
+        gate = aio.Semaphore(RANGES_IN_FLIGHT)
 
         async def one(tmp: str, start: int) -> None:
             into = FileRange(tmp, start, min(size, start + step) - start)
@@ -288,8 +294,8 @@ class S3Tree(BucketTree):
         async def fetch(tmp: str) -> None:
             from gpstage.storage.s3plain import create_sized
 
-            await asyncio.to_thread(create_sized, tmp, size)  # every range then writes into place
-            results = await asyncio.gather(*(one(tmp, start) for start in range(0, size, step)), return_exceptions=True)
+            await aio.to_thread(create_sized, tmp, size)  # every range then writes into place
+            results = await aio.gather(*(one(tmp, start) for start in range(0, size, step)), return_exceptions=True)
             failed = next((r for r in results if isinstance(r, BaseException)), None)
             if failed is not None:
                 raise failed
@@ -322,7 +328,7 @@ class S3Tree(BucketTree):
             if not isinstance(exc, (GpstageError, OSError)):
                 raise exc  # a bug, not a failed write
             errors[items[i][0]] = exc
-        gate = asyncio.Semaphore(workers)
+        gate = aio.Semaphore(workers)
 
         async def again(rel: str, entry: Entry, exc: Exception) -> None:
             async with gate:
@@ -334,7 +340,7 @@ class S3Tree(BucketTree):
                 except (GpstageError, OSError) as err:
                     errors[rel] = err
 
-        await asyncio.gather(*(again(*items[i], exc) for i, exc in requests.items()))
+        await aio.gather(*(again(*items[i], exc) for i, exc in requests.items()))
         return errors
 
     async def abort_incomplete(self, rels: list[str] | None = None) -> int:

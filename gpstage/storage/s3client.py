@@ -1,9 +1,11 @@
 """gpstage's own S3 client: the few requests a sync needs, signed with SigV4 by one signer, sent by
-whichever transport suits them: small answers (listings, HEADs, deletes) and multipart parts over the
-standard library (:mod:`gpstage.storage.s3plain`), as are downloads above 1 MiB and a client's first
-PLAIN_FIRST whole-object GETs and PUTs; the other small GETs of a download and single PUTs through
-obstore's fast lane (:mod:`gpstage.storage.s3lane`) when it takes them; ranged reads of inputs and
-copies over an aiohttp session made on first use (and everything when a proxy is set).
+whichever transport suits them: small answers (listings, HEADs, deletes, a multipart upload's start and
+end) and multipart parts over the standard library (:mod:`gpstage.storage.s3plain`), as are downloads
+above 1 MiB and a client's first PLAIN_FIRST whole-object GETs and PUTs; the other small GETs of a
+download and single PUTs through obstore's fast lane (:mod:`gpstage.storage.s3lane`) when it takes them
+(never on gpstage.aio's threads); ranged reads of inputs and server-side copies over an aiohttp session
+made on first use (and everything when a proxy is set). So a sync between a local dir and S3 without a
+proxy needs no loop-bound session, and can run on threads (:meth:`S3Provider.runs_on_threads`).
 
 Why not botocore/s3fs: profiling a 1,000-file sync showed ~1 ms of client CPU per request inside
 botocore's request pipeline (serialisers, event hooks, signers) and ~0.35 s of imports, while the
@@ -18,7 +20,6 @@ Every method is ONE request; retries, counting and orchestration belong to the c
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import hashlib
 import hmac
@@ -28,6 +29,7 @@ from typing import Any
 from urllib.parse import quote, unquote_plus, urlsplit
 from xml.etree import ElementTree
 
+from gpstage import aio
 from gpstage.storage.s3creds import Credentials, Refreshing
 from gpstage.storage.s3lane import ClockSkewed, ObstoreLane
 from gpstage.storage.s3plain import PlainTransport, changed_since_listed, proxied
@@ -135,7 +137,7 @@ class S3Client:
         if self.plain is not None:
             self.plain.close()
         if self.lane is not None:
-            await asyncio.to_thread(self.lane.close)
+            await aio.to_thread(self.lane.close)
 
     def _where(self, bucket: str, key: str) -> tuple[str, str, str]:
         """(scheme://host, host, canonical path) for ``bucket``/``key``."""
@@ -160,7 +162,7 @@ class S3Client:
             hdrs = {k.lower(): v for k, v in (headers or {}).items()}
             self.signer.sign(method, host, path, query, hdrs, await self._credentials())
             if (small or into) and self.plain is not None:
-                resp = await asyncio.to_thread(self.plain.send, method, base, target, hdrs, data, into)
+                resp = await aio.to_thread(self.plain.send, method, base, target, hdrs, data, into)
             else:
                 from yarl import URL
 
@@ -176,7 +178,7 @@ class S3Client:
     async def _credentials(self) -> Credentials:
         if isinstance(self.credentials, Credentials):
             return self.credentials
-        return self.credentials.current() or await asyncio.to_thread(self.credentials.refresh)
+        return self.credentials.current() or await aio.to_thread(self.credentials.refresh)
 
     def _learn_clock(self, headers: Any) -> bool:
         """Adopt the store's clock from a refusal's ``Date`` header; False when it gives none."""
@@ -198,9 +200,10 @@ class S3Client:
                        whole: bool = False) -> Any:
         """``op(lane)`` when the lane takes ``key`` (``writes``: and the write needs no header of the own
         client's); :data:`NOT_TAKEN` otherwise, and for the first :data:`PLAIN_FIRST` ``whole``-object
-        requests, which http.client sends. A store that refuses the lane's clock gets NOT_TAKEN too, and
-        from then on every request of this client's, which adopts the store's clock."""
-        if self.lane is None or not self.lane.takes(key) or (writes and self.write_headers):
+        requests, which http.client sends, and on gpstage.aio's threads (the lane's calls need a loop). A store
+        that refuses the lane's clock gets NOT_TAKEN too, and from then on every request of this client's,
+        which adopts the store's clock."""
+        if self.lane is None or not self.lane.takes(key) or (writes and self.write_headers) or aio.on_threads():
             return NOT_TAKEN
         if whole and self.plain_first > 0:
             self.plain_first -= 1
@@ -227,15 +230,16 @@ class S3Client:
             return done
         data = await self._get_own(bucket, key)
         try:
-            await asyncio.to_thread(then, data)
+            await aio.to_thread(then, data)
         except Exception as exc:  # noqa: BLE001 - as the lane does
             return exc
         return None
 
     def batchable(self, keys: list[str]) -> list[int]:
         """The indexes of the ``keys`` :meth:`get_many` takes: those the lane takes, if they are more than
-        the client's first PLAIN_FIRST whole-object requests (a job dir's few are done before the lane pays)."""
-        lane = self.lane
+        the client's first PLAIN_FIRST whole-object requests (a job dir's few are done before the lane pays);
+        none on gpstage.aio's threads."""
+        lane = None if aio.on_threads() else self.lane
         taken = [i for i, key in enumerate(keys) if lane.takes(key)] if lane is not None else []
         return taken if len(taken) > self.plain_first else []
 
@@ -266,7 +270,7 @@ class S3Client:
             with open(into.path, "r+b") as f:
                 f.seek(into.offset)
                 async for block in resp.content.iter_chunked(DOWNLOAD_CHUNK):
-                    await asyncio.to_thread(f.write, block)
+                    await aio.to_thread(f.write, block)
         finally:
             resp.release()
 
@@ -303,7 +307,7 @@ class S3Client:
 
     async def create_multipart(self, bucket: str, key: str, metadata: dict[str, str] | None = None) -> str:
         resp = await self.request("POST", bucket, key, params={"uploads": ""},
-                                  headers={**self.write_headers, **meta_headers(metadata)})
+                                  headers={**self.write_headers, **meta_headers(metadata)}, small=True)
         return child_text(ElementTree.fromstring(await resp.read()), "UploadId") or ""
 
     async def copy_object(self, bucket: str, key: str, src_bucket: str, src_key: str,
@@ -332,7 +336,7 @@ class S3Client:
         """One UploadPart; returns its ETag. http.client in a worker thread sends a :class:`FileRange` from
         the file itself (``sendfile``) and bytes as they are, without a copy; aiohttp (a proxy is set) the bytes."""
         if isinstance(data, FileRange) and self.plain is None:
-            data = await asyncio.to_thread(data.read)
+            data = await aio.to_thread(data.read)
         resp = await self.request("PUT", bucket, key, params={"partNumber": str(number), "uploadId": upload_id}, data=data,
                                   small=True)
         resp.release()
@@ -341,7 +345,7 @@ class S3Client:
     async def complete_multipart(self, bucket: str, key: str, upload_id: str, etags: list[str]) -> None:
         parts = "".join(f"<Part><PartNumber>{i}</PartNumber><ETag>{xml_escape(e)}</ETag></Part>" for i, e in enumerate(etags, 1))
         body = f"<CompleteMultipartUpload>{parts}</CompleteMultipartUpload>".encode()
-        resp = await self.request("POST", bucket, key, params={"uploadId": upload_id}, data=body)
+        resp = await self.request("POST", bucket, key, params={"uploadId": upload_id}, data=body, small=True)
         text = await resp.read()  # S3 may answer 200 with an error inside the body
         if b"<Error>" in text:
             raise error_of(500, text, resp.headers)

@@ -28,12 +28,10 @@ S3 checks) where gpstage's client sends a Content-MD5; either way a damaged body
 
 from __future__ import annotations
 
-import asyncio
 import re
 import threading
 from collections import deque
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 from typing import Any
 
@@ -72,11 +70,21 @@ class ObstoreLane:
             "timeout": NO_OVERALL_LIMIT,  # a large object may take long: a stall is the read timeout's to catch
             "allow_http": bool(endpoint and endpoint.startswith("http://")),
         }
-        self.pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="gpstage-s3lane")
+        self.workers = workers
+        self._pool: Any = None  # made on first use, with asyncio's loop: a threaded run never takes the lane
         self.stores: dict[str, Any] = {}
 
+    @property
+    def pool(self) -> Any:
+        if self._pool is None:
+            from concurrent.futures import ThreadPoolExecutor
+
+            self._pool = ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="gpstage-s3lane")
+        return self._pool
+
     def close(self) -> None:
-        self.pool.shutdown(wait=True)
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
         self.stores.clear()
 
     @staticmethod
@@ -139,6 +147,8 @@ class ObstoreLane:
                 if failure is not None:  # a local error: reported, never retried
                     local[i] = failure
 
+        import asyncio
+
         loop = asyncio.get_running_loop()
         try:
             await asyncio.gather(*(loop.run_in_executor(self.pool, work) for _ in range(min(workers, len(calls)))))
@@ -155,6 +165,8 @@ class ObstoreLane:
         return await self._run(lambda: obstore.put(store, key, data, use_multipart=False)["e_tag"] or "")
 
     async def _run(self, call: Any) -> Any:
+        import asyncio
+
         try:
             return await asyncio.get_running_loop().run_in_executor(self.pool, call)
         except Exception as exc:

@@ -7,8 +7,9 @@ another store (docs/input-cache.md, "Inputs by URL") — the latter in bounded m
 
 from __future__ import annotations
 
-import asyncio
 from typing import NamedTuple, Protocol
+
+from gpstage import aio
 
 READ_IN_LOOP = 64 * 2**10  # smaller reads happen in the event loop: a thread hop costs more than the I/O
 
@@ -62,7 +63,7 @@ class FileSource:
         assert self.path is not None
         if length <= READ_IN_LOOP:
             return read_range(self.path, offset, length)
-        return await asyncio.to_thread(read_range, self.path, offset, length)
+        return await aio.to_thread(read_range, self.path, offset, length)
 
 
 class ObjectSource:
