@@ -56,6 +56,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--fsspec-gsea-reps", type=int, default=1, metavar="N", help="repetitions of fsspec on (d) gsea "
                    "(default 1: fsspec is the no-sync baseline, in no target, and its ~25 s per repetition would push the "
                    "full run past 10 minutes); capped by --reps")
+    p.add_argument("--gpjob-reps", type=int, default=None, metavar="N", help="repetitions on (g) gpjob on SeaweedFS "
+                   "(default 7; 1 with --quick): a run there takes ~0.1 s, so a few 10 ms of start-up jitter in one "
+                   "repetition moves a median of 3 by a third, and 7 cost ~1 minute; at least --reps")
     p.add_argument("--servers", default="seaweedfs,moto", help="comma list of seaweedfs, moto (default both)")
     p.add_argument("--datasets", default="all", help="comma list of a-g or small,big,noop,gsea,huge,noop100k,gpjob "
                    "(default all; --quick has no (f) noop100k)")
@@ -71,6 +74,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                    "(default benchmarks/work)")
     args = p.parse_args(argv)
     args.reps = args.reps if args.reps is not None else (1 if args.quick else 3)
+    args.gpjob_reps = max(args.reps, args.gpjob_reps if args.gpjob_reps is not None else (1 if args.quick else 7))
     if min(args.reps, args.moto_reps, args.fsspec_gsea_reps) < 1:
         p.error("--reps, --moto-reps and --fsspec-gsea-reps must be at least 1")
     args.servers = _choose(p, "--servers", args.servers, list(SERVERS))
@@ -163,8 +167,7 @@ def main(argv: list[str]) -> int:
             say(f"   {name} pid {server.pid} at {server.endpoint}")
         help_s = time_help(rundir, next(iter(servers.values())))
         for name, server in servers.items():
-            reps = args.moto_reps if name == "moto" else args.reps
-            runner.run_cases([Case(server, all_sets[n], sources[n], reps,
+            runner.run_cases([Case(server, all_sets[n], sources[n], case_reps(args, name, n),
                                    {"fsspec": args.fsspec_gsea_reps} if n == "gsea" else {})
                               for n in plan(args, name, all_sets)])
     finally:
@@ -201,6 +204,11 @@ def main(argv: list[str]) -> int:
     return 0
 
 
+def case_reps(args: argparse.Namespace, server: str, dataset: str) -> int:
+    """Repetitions of one data set on one server (moto is slow; (g) is all start-up and needs more)."""
+    return args.moto_reps if server == "moto" else args.gpjob_reps if dataset == "gpjob" else args.reps
+
+
 def render(meta: dict, args: argparse.Namespace, rows: list[report.Row], checks: list[dict], failed: list,
            ds_keys: dict[str, str]) -> str:
     m = meta["machine"]
@@ -211,9 +219,10 @@ def render(meta: dict, args: argparse.Namespace, rows: list[report.Row], checks:
         f"command: `{meta['command']}`{quick}",
         f"machine: {m['cores']} cores ({m['cpu']}), {m['memory']} RAM, {m['os']}, Python {m['python']}",
         "versions: " + "; ".join(f"{k}: {v}" for k, v in meta["versions"].items()),
-        (f"repetitions: {args.reps} on SeaweedFS, {args.moto_reps} on moto, fsspec on (d) "
-         f"{min(args.fsspec_gsea_reps, args.reps)}; medians reported, peak RSS is the max; the tool order rotates each "
-         "repetition; an untimed warm-up write precedes the first run on each server, and os.sync() each timed run"),
+        (f"repetitions: {args.reps} on SeaweedFS ({args.gpjob_reps} on (g) gpjob), {args.moto_reps} on moto, fsspec "
+         f"on (d) {min(args.fsspec_gsea_reps, args.reps)}; medians reported, peak RSS is the max; the tool order rotates "
+         "each repetition and reverses every other one; an untimed warm-up write precedes the first run on each server, "
+         "and os.sync() each timed run"),
         f"plan: {plan}",
         "data sets: " + "; ".join(meta["datasets"].values()),
         f"requests are counted by the server, outside the timed window: {counting}",

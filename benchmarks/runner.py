@@ -4,8 +4,8 @@ Why each tool gets its own prefix and directory: one tool's objects must never m
 no-op (or a collision). Why verification after every run: a tool that exits 0 having copied nothing
 would otherwise look like the fastest; every up, no-op and down is checked against the data set's
 exact ``{path: size}`` map, and a mismatch fails the run loudly. Repetitions interleave the tools
-(rep 1 of every tool, then rep 2, ...), each in a rotated order, so slow drift on the machine and
-the server's state after a heavy run hit them all alike.
+(rep 1 of every tool, then rep 2, ...), each in a rotated order, reversed every other time, so slow
+drift on the machine and the state a heavy run leaves behind hit them all alike.
 """
 
 from __future__ import annotations
@@ -140,12 +140,17 @@ class Runner:
         return f"{self.run_id}/{case.dataset.name}/{owner}/r{rep}"
 
     def _order(self, rep: int) -> list[Tool]:
-        """The tools rotated by one place per repetition, so no tool always runs first (right after another
-        tool's heavy run, or on a cold server); rclone's size-only reference stays right after rclone."""
+        """The tools rotated by one place per repetition, so no tool always runs first (on a cold server), and
+        reversed every other repetition, so no tool always runs right after the same one. A rotation alone
+        keeps every tool's predecessor: gpstage came after fsspec in every repetition but the first, and
+        fsspec's download frees 2 GiB just before, memory this VM's host takes back; (e) down took gpstage
+        1.26–1.51 s run first and 2.71–3.24 s after fsspec (2026-12-04). rclone's size-only reference stays
+        right after rclone."""
         main = [t for t in self.tools if t.name != "rclone-sizeonly"]
+        base = main if rep % 2 else main[::-1]
         k = (rep - 1) % len(main) if main else 0
         out: list[Tool] = []
-        for tool in main[k:] + main[:k]:
+        for tool in base[k:] + base[:k]:
             out.append(tool)
             out += [t for t in self.tools if t.name == "rclone-sizeonly" and tool.name == "rclone"]
         return out
