@@ -221,7 +221,7 @@ def render(meta: dict, args: argparse.Namespace, rows: list[report.Row], checks:
         "versions: " + "; ".join(f"{k}: {v}" for k, v in meta["versions"].items()),
         (f"repetitions: {args.reps} on SeaweedFS ({args.gpjob_reps} on (g) gpjob), {args.moto_reps} on moto, fsspec "
          f"on (d) {min(args.fsspec_gsea_reps, args.reps)}; medians reported, peak RSS is the max; the tool order rotates "
-         "each repetition and reverses every other one; an untimed warm-up write precedes the first run on each server, "
+         "each repetition and runs backwards every other one; an untimed warm-up write precedes the first run on each server, "
          "and os.sync() each timed run"),
         f"plan: {plan}",
         "data sets: " + "; ".join(meta["datasets"].values()),

@@ -141,16 +141,15 @@ class Runner:
 
     def _order(self, rep: int) -> list[Tool]:
         """The tools rotated by one place per repetition, so no tool always runs first (on a cold server), and
-        reversed every other repetition, so no tool always runs right after the same one. A rotation alone
+        walked backwards from there every other repetition, so no tool always runs right after the same one. A rotation alone
         keeps every tool's predecessor: gpstage came after fsspec in every repetition but the first, and
         fsspec's download frees 2 GiB just before, memory this VM's host takes back; (e) down took gpstage
         1.26–1.51 s run first and 2.71–3.24 s after fsspec (2026-12-04). rclone's size-only reference stays
         right after rclone."""
         main = [t for t in self.tools if t.name != "rclone-sizeonly"]
-        base = main if rep % 2 else main[::-1]
-        k = (rep - 1) % len(main) if main else 0
+        step = 1 if rep % 2 else -1
         out: list[Tool] = []
-        for tool in base[k:] + base[:k]:
+        for tool in (main[(rep - 1 + step * i) % len(main)] for i in range(len(main))):
             out.append(tool)
             out += [t for t in self.tools if t.name == "rclone-sizeonly" and tool.name == "rclone"]
         return out

@@ -69,3 +69,24 @@ def test_quick_input_cache_benchmark_runs_and_verifies_its_copies(tmp_path: Path
     assert "500 of 500 files placed from the cache" in table
     assert "MET    moto: (1) 64.0 MiB, job 2: bytes sent" in table  # a copy is placed server-side
     assert sorted(p.name for p in out.iterdir()) == ["cache-quick.json", "cache-quick.md"]
+
+
+@pytest.mark.parametrize("count", [2, 6, 9])
+def test_tool_order_gives_each_tool_other_predecessors_and_keeps_rclones_reference_after_rclone(count: int,
+                                                                                               tmp_path: Path) -> None:
+    """A rotation alone would keep each tool's predecessor; the order also reverses every other repetition."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from runner import Runner
+    from tools import Tool
+
+    names = ["gpstage", "rclone", *(f"t{i}" for i in range(count - 2))]
+    tools = [type(n, (Tool,), {"name": n})(Path()) for n in [*names[:2], "rclone-sizeonly", *names[2:]]]
+    runner = Runner(tools, tmp_path, "order", print)
+    orders = [[t.name for t in runner._order(rep)] for rep in range(1, 4)]
+    for order in orders:
+        assert sorted(order) == sorted(t.name for t in tools)
+        assert order[order.index("rclone") + 1] == "rclone-sizeonly"
+    assert len({order[0] for order in orders}) == min(3, count)  # a different tool goes first each time
+    sequence = [name for order in orders for name in order if name != "rclone-sizeonly"]
+    for name in names:  # its predecessors in repetitions 2 and 3 differ (rotation alone keeps one)
+        assert len({sequence[i - 1] for i in range(len(names), len(sequence)) if sequence[i] == name}) == 2
