@@ -165,21 +165,23 @@ def create_sized(path: str, size: int) -> None:
 
 
 RECEIVE_BLOCK = 128 * 2**10  # see receive_file
+WRITE_SLICE = 32 * 2**10  # see receive_file
 
 
 def receive_file(resp: http.client.HTTPResponse, into: FileRange, chunk: int = RECEIVE_BLOCK) -> bytes:
     """The body written at ``into.offset`` of the existing file ``into.path`` (its own descriptor, closed
-    here: no write outlives the request), ``chunk`` bytes at a time through one buffer. A body shorter
-    than ``into.length`` is an IncompleteRead: the store closed early, and the request is worth retrying.
+    here: no write outlives the request), read ``chunk`` bytes at a time into one buffer and written in
+    ``WRITE_SLICE`` pieces. A body shorter than ``into.length`` is an IncompleteRead: the store closed
+    early, and the request is worth retrying.
 
-    Why 128 KiB blocks, not 1 MiB: the block is copied twice (socket → buffer → page cache), and at 128
-    KiB it stays in the core's L2 cache between the two; and each ``pwrite`` of n bytes makes the page
-    cache allocate folios of up to n bytes, where 1 MiB folios come from large free blocks — on a VM whose
-    host takes back free memory, those are the pages the host must supply again on first touch. 1 GiB
-    into the page cache: 0.39–0.63 s in 128 KiB or 32 KiB writes, 0.92–1.91 s in 1 MiB writes, same
-    state, interleaved; 1 GiB down: 1.0 s of client CPU against 1.3 s (docs/design.md, "The S3 fast lane").
-    The ranges write concurrently: a Python lock making them take turns was tried and measured slower
-    (docs/design.md, same place)."""
+    Why 128 KiB reads: the block is copied twice (socket → buffer → page cache), and at 128 KiB it stays
+    in the core's L2 cache between the two. Why 32 KiB writes: a ``pwrite`` of n bytes makes ext4 allocate
+    page-cache folios of up to n bytes; folios of 32 KiB or less (order ≤ 3) come from the per-CPU free
+    lists, larger ones from the buddy allocator's large blocks — on a VM whose host takes back free
+    memory, the pages the host must supply again on first touch, while the other ranges' writers spin on
+    the inode lock. 1 GiB down, interleaved (8 each, twice): 1.32 and 1.22 s in 32 KiB writes against 1.53
+    and 2.46 s in 128 KiB ones, client CPU 1.0 s against 1.3–3.0 s (s5cmd, which writes 32 KiB at a time:
+    1.25 and 1.30 s). docs/design.md, "The S3 fast lane", has the history (1 MiB writes, a lock per file)."""
     if resp.length != into.length:  # not the bytes that were listed: retrying would not help
         resp.close()
         raise changed_since_listed(resp.length, into.length)
@@ -189,10 +191,18 @@ def receive_file(resp: http.client.HTTPResponse, into: FileRange, chunk: int = R
     fd = os.open(into.path, os.O_WRONLY | os.O_CLOEXEC)
     try:
         while got := resp.readinto(buffer):
-            os.pwrite(fd, view[:got], offset)
+            for start in range(0, got, WRITE_SLICE):
+                write_at(fd, view[start:min(got, start + WRITE_SLICE)], offset + start)
             offset += got
     finally:
         os.close(fd)
     if offset != end:
         raise http.client.IncompleteRead(b"", end - offset)
     return b""
+
+
+def write_at(fd: int, data: memoryview, offset: int) -> None:
+    """All of ``data`` at ``offset``: ``pwrite`` may write less than asked (a signal, a full quota)."""
+    while data:
+        done = os.pwrite(fd, data, offset)
+        data, offset = data[done:], offset + done
