@@ -234,8 +234,8 @@ def render(meta: dict, args: argparse.Namespace, rows: list[report.Row], checks:
         ("tools: aws runs with --only-show-errors; rclone with its defaults (plus --s3-upload-cutoff 5G on moto); "
          "rclone-sizeonly = rclone sync --size-only --fast-list, the no-op reference; s5cmd sync at its defaults and "
          "s5cmd-matched with gpstage's 32 workers; fsspec and obstore copy without comparing, so no no-op; "
-         "py-floor (on (a) and (g)) = benchmarks/stdlib_copy.py under python -I -S, the least a Python client does, and "
-         "py-floor-asyncio the same plus import asyncio, py-floor-command that one started as an installed command "
+         "py-floor (on (a), (g), (b), (e)) = benchmarks/stdlib_copy.py under python -I -S, the least a Python client does, and "
+         "py-floor-asyncio (on (a), (g)) the same plus import asyncio, py-floor-command that one started as an installed command "
          "(site and the venv's .pth files first, as before gpstage's console script): floors, never rivals; "
          "for (c) each tool first uploads its own copy (untimed, in parallel), then only the no-op is timed"),
         (f"gpstage --help: {meta['gpstage_help_s']:.3f} s (median of 5); setup (aws CLI venv, data sets): "

@@ -4,7 +4,9 @@ Usage: python -I -S stdlib_copy.py [--asyncio] put LOCAL_DIR BUCKET/PREFIX | get
 
 Standard library only, imported by nothing else: SigV4 with UNSIGNED-PAYLOAD, one ListObjectsV2 pass
 (``put`` skips keys already there, as a sync would), then 8 threads with one ``http.client`` connection
-each; downloads written with ``os.write``. No retries, no checksums, no manifest, no atomic rename:
+each; downloads written with ``os.write``, objects from 128 MiB in 64 MiB ranges by 4 threads, each
+read in 128 KiB blocks and written in 32 KiB slices at their offset (gpstage's own pattern; the floor
+beside the large-file rows (b), (e)); large uploads one streamed PUT. No retries, no checksums, no manifest, no atomic rename:
 everything gpstage does on top is left out, so its time is a lower bound for any Python client on this
 machine, not a rival. ``--asyncio`` only imports asyncio first — the cost of that one import on top,
 which every asyncio-based client (gpstage's engine) pays before its first request.
@@ -14,6 +16,7 @@ The endpoint comes from AWS_ENDPOINT_URL, credentials from AWS_ACCESS_KEY_ID / A
 import hashlib
 import hmac
 import http.client
+import io
 import os
 import re
 import sys
@@ -23,6 +26,8 @@ from collections.abc import Callable
 from urllib.parse import quote, urlsplit
 
 THREADS = 8
+RANGE_THREADS, RANGE, BIG = 4, 64 * 2**20, 128 * 2**20  # as gpstage.storage.s3 downloads large objects
+READ_BLOCK, WRITE_SLICE = 128 * 2**10, 32 * 2**10  # as gpstage.storage.s3plain.receive_file
 REGION = "us-east-1"
 
 
@@ -51,8 +56,11 @@ class Signer:
 
 
 def request(conn: http.client.HTTPConnection, signer: Signer, method: str, path: str, query: str = "",
-            body: bytes | None = None) -> bytes:
-    conn.request(method, path + ("?" + query if query else ""), body=body, headers=signer.headers(method, path, query))
+            body: bytes | io.BufferedReader | None = None, size: int | None = None) -> bytes:
+    headers = signer.headers(method, path, query)
+    if size is not None:
+        headers["content-length"] = str(size)
+    conn.request(method, path + ("?" + query if query else ""), body=body, headers=headers)
     response = conn.getresponse()
     data = response.read()
     if response.status != 200:
@@ -60,24 +68,26 @@ def request(conn: http.client.HTTPConnection, signer: Signer, method: str, path:
     return data
 
 
-def listing(signer: Signer, bucket: str, prefix: str) -> set[str]:
-    """Every key under ``prefix``, page by page (the query's parameters in canonical order)."""
-    conn, keys, token = http.client.HTTPConnection(signer.host), set(), ""
+def listing(signer: Signer, bucket: str, prefix: str) -> dict[str, int]:
+    """Every key under ``prefix`` and its size, page by page (the query's parameters in canonical order)."""
+    conn, keys, token = http.client.HTTPConnection(signer.host), {}, ""
     while True:
         query = f"list-type=2&prefix={quote(prefix, safe='')}"
         if token:
             query = f"continuation-token={quote(token, safe='')}&{query}"
         body = request(conn, signer, "GET", f"/{bucket}", query).decode()
-        keys.update(re.findall(r"<Key>([^<]*)</Key>", body))
+        for entry in re.findall(r"<Contents>(.*?)</Contents>", body, re.S):
+            keys[re.search(r"<Key>([^<]*)</Key>", entry).group(1)] = int(re.search(r"<Size>(\d+)</Size>", entry).group(1))
         more = re.search(r"<NextContinuationToken>([^<]*)</NextContinuationToken>", body)
         if not more:
             return keys
         token = more.group(1)
 
 
-def in_threads(host: str, items: list[str], work: Callable[[http.client.HTTPConnection, str], None]) -> None:
+def in_threads(host: str, items: list, work: Callable[..., None],  # typing unimported: its ms count here
+               threads: int = THREADS) -> None:
     def loop() -> None:
-        conn = http.client.HTTPConnection(host)
+        conn = http.client.HTTPConnection(host, blocksize=2**20)  # a streamed PUT's body in 1 MiB sends
         while True:
             try:
                 item = items.pop()
@@ -85,31 +95,63 @@ def in_threads(host: str, items: list[str], work: Callable[[http.client.HTTPConn
                 return
             work(conn, item)
 
-    threads = [threading.Thread(target=loop) for _ in range(THREADS)]
-    for t in threads:
+    workers = [threading.Thread(target=loop) for _ in range(threads)]
+    for t in workers:
         t.start()
-    for t in threads:
+    for t in workers:
         t.join()
 
 
 def get(signer: Signer, bucket: str, prefix: str, dest: str) -> None:
     def one(conn: http.client.HTTPConnection, key: str) -> None:
         data = request(conn, signer, "GET", f"/{bucket}/" + quote(key))
-        path = os.path.join(dest, key[len(prefix):])
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        fd = os.open(local(key), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
         try:
             os.write(fd, data)
         finally:
             os.close(fd)
 
-    in_threads(signer.host, sorted(listing(signer, bucket, prefix)), one)
+    def one_range(conn: http.client.HTTPConnection, item: tuple[str, int, int]) -> None:
+        key, offset, length = item
+        path = f"/{bucket}/" + quote(key)
+        conn.request("GET", path, headers={**signer.headers("GET", path), "range": f"bytes={offset}-{offset + length - 1}"})
+        response = conn.getresponse()
+        if response.status != 206:
+            raise SystemExit(f"GET {path} (range): HTTP {response.status}")
+        buffer = bytearray(READ_BLOCK)
+        view, end = memoryview(buffer), offset + length
+        fd = os.open(local(key), os.O_WRONLY)
+        try:
+            while got := response.readinto(buffer):
+                for start in range(0, got, WRITE_SLICE):
+                    os.pwrite(fd, view[start:min(got, start + WRITE_SLICE)], offset + start)
+                offset += got
+        finally:
+            os.close(fd)
+        if offset != end:
+            raise SystemExit(f"GET {path} (range): {end - offset} bytes short")
+
+    def local(key: str) -> str:
+        return os.path.join(dest, key[len(prefix):])
+
+    objects = listing(signer, bucket, prefix)
+    for key in objects:
+        os.makedirs(os.path.dirname(local(key)), exist_ok=True)
+    large = sorted(key for key, size in objects.items() if size >= BIG)
+    for key in large:
+        with open(local(key), "wb") as f:
+            f.truncate(objects[key])
+    ranges = [(key, start, min(RANGE, objects[key] - start)) for key in large for start in range(0, objects[key], RANGE)]
+    in_threads(signer.host, ranges[::-1], one_range, RANGE_THREADS)  # popped from the end: the first range first
+    in_threads(signer.host, sorted(set(objects) - set(large)), one)
 
 
 def put(signer: Signer, src: str, bucket: str, prefix: str) -> None:
     def one(conn: http.client.HTTPConnection, rel: str) -> None:
         with open(os.path.join(src, rel), "rb") as f:
-            request(conn, signer, "PUT", f"/{bucket}/" + quote(prefix + rel), body=f.read())
+            size = os.fstat(f.fileno()).st_size
+            body = f if size >= BIG else f.read()  # a large file streams from the file, not from memory
+            request(conn, signer, "PUT", f"/{bucket}/" + quote(prefix + rel), body=body, size=size)
 
     have = listing(signer, bucket, prefix)
     files = [os.path.relpath(os.path.join(d, n), src) for d, _, names in os.walk(src) for n in names]

@@ -231,10 +231,11 @@ class Obstore(CopyScript):
 
 
 class StdlibFloor(CopyScript):
-    """benchmarks/stdlib_copy.py under ``python -I -S``: the Python floor on the start-up-bound sets."""
+    """benchmarks/stdlib_copy.py under ``python -I -S``: the Python floor on the start-up-bound sets and
+    on the large files (their download in gpstage's ranges and write pattern, their upload one PUT)."""
 
     name, script = "py-floor", "stdlib_copy.py"
-    datasets = ("small", "gpjob")
+    datasets: tuple[str, ...] | None = ("small", "gpjob", "big", "huge")
     python_flags = ("-I", "-S")
 
     def missing(self) -> str | None:
@@ -249,6 +250,7 @@ class StdlibFloorAsyncio(StdlibFloor):
 
     name = "py-floor-asyncio"
     script_flags = ("--asyncio",)
+    datasets = ("small", "gpjob")  # start-up costs: nothing to see on a gigabyte
 
 
 class StdlibFloorCommand(StdlibFloorAsyncio):

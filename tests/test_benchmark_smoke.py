@@ -41,9 +41,13 @@ def test_quick_benchmark_has_a_row_for_every_tool_on_both_servers(tmp_path: Path
             assert any(f"| {server} | {tool} |" in row for row in rows), f"no row for {tool} on {server}:\n{table}"
     assert not any("| aws |" in row for row in rows)
     floors = [row for row in rows if "| py-floor" in row]
-    assert floors and all(row.startswith(("| (a) ", "| (g) ")) for row in floors), "the floor runs on (a) and (g) only"
+    assert floors and all(row.startswith(("| (a) ", "| (g) ", "| (b) ", "| (e) ")) for row in floors), \
+        "the floor runs on (a), (g) and the large files only"
+    assert all("| py-floor |" in row for row in floors if row.startswith(("| (b) ", "| (e) "))), \
+        "only the plain floor on the large files: start-up is nothing there"
     assert "## Targets" in table
-    assert table.count("; Python floor: py-floor ") == 4, "the (a) and (g) wall targets show the floor beside them"
+    shown = table.count("; Python floor: py-floor ")
+    assert shown == 4 + 2 * sum(f"| ({s}) " in table for s in "be"), "the wall targets show the floor beside them"
 
     payload = json.loads((out / "latest-quick.json").read_text())
     runs = payload["runs"]
