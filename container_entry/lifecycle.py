@@ -43,11 +43,10 @@ from container_entry.record import EntryLog, now
 from container_entry.runners import Runner, RunRequest
 from container_entry.settings import EntrySettings
 from container_entry.supervise import CancelWatch, LivePush, Outcome, Supervisor
-from gpstage.aio import run_sync
 from gpstage.errors import GpstageError
 from gpstage.jobfiles import LOG_NAME, STATUS_NAME, write_exit_code, write_status
 from gpstage.spec import JobSpec, Role
-from gpstage.stage import DirTransfer, async_stage
+from gpstage.stage import DirTransfer, run_stage
 from gpstage.states import EXIT_GPSTAGE_ERROR, EXIT_NOT_FOUND, EXIT_SIGNAL_BASE, EXIT_TIMEOUT, JobState, JobStatus, Reason
 
 HANDLED_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
@@ -208,7 +207,7 @@ class Entry:
         self.log(f"job {self.spec.job_id}: runner {self.runner.name}, storage {self.spec.storage_root}")
 
     def _stage(self, inbound: bool, roles: tuple[Role, ...] | None = None) -> list[DirTransfer]:
-        return run_sync(async_stage(self.spec, inbound, node=True, jobs=self.settings.jobs, roles=roles))
+        return run_stage(self.spec, inbound, node=True, jobs=self.settings.jobs, roles=roles)
 
     def _transfers(self, phase: str, transfers: list[DirTransfer]) -> None:
         for t in transfers:

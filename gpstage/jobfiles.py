@@ -86,11 +86,10 @@ def request_cancel(spec: JobSpec, backend_id: str | None) -> None:
     """Store ``cancel.json``, naming the backend run meant (an earlier run of the same job_id is not)."""
     from datetime import datetime, timezone
 
-    from gpstage.aio import run_sync
-    from gpstage.storage import write_url
+    from gpstage.storage import write_url_sync
 
     doc = {"job_id": spec.job_id, "backend_id": backend_id, "requested_at": datetime.now(timezone.utc).isoformat()}
-    run_sync(write_url(cancel_url(spec), (json.dumps(doc) + "\n").encode()))
+    write_url_sync(cancel_url(spec), (json.dumps(doc) + "\n").encode())
 
 
 def cancel_requested(spec: JobSpec, my_backend_id: str | None) -> bool:
@@ -109,12 +108,11 @@ def cancel_requested(spec: JobSpec, my_backend_id: str | None) -> bool:
 # ---- reading (launchers, the CLI, notebooks) ---------------------------------------------------
 def read_stored(spec: JobSpec, name: str) -> bytes | None:
     """``name`` from the metadata dir on storage; None when it is not there (or storage says no)."""
-    from gpstage.aio import run_sync
     from gpstage.errors import StorageError
-    from gpstage.storage import read_url
+    from gpstage.storage import read_url_sync
 
     try:
-        return run_sync(read_url(stored_url(spec, name)))
+        return read_url_sync(stored_url(spec, name))
     except StorageError:
         return None
 

@@ -4,11 +4,11 @@ Blob), else streamed through this process part by part in bounded memory, never 
 
 from __future__ import annotations
 
-import asyncio
 import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
+from gpstage import aio
 from gpstage.errors import BadInput
 from gpstage.report import TransferReport
 from gpstage.retry import RetryPolicy
@@ -62,20 +62,20 @@ async def _place(src: InputSource, dst: LocalTree | RemoteTree, report: Transfer
             await tree.download(name, entry, dst, src.rel)
         else:
             assert entry.path is not None
-            await asyncio.to_thread(dst.copy_in, entry.path, src.rel, entry)
+            await aio.to_thread(dst.copy_in, entry.path, src.rel, entry)
     report.files_copied += 1
     report.bytes_copied += entry.size
 
 
 async def place_sources(url: str, sources: list[InputSource], report: TransferReport, retry: RetryPolicy | None = None) -> None:
     """Place every source into the dir at ``url`` (its key ``name``), a few at a time."""
-    slots = asyncio.Semaphore(SOURCES_AT_ONCE)
+    slots = aio.Semaphore(SOURCES_AT_ONCE)
     async with open_tree(url, report, retry) as dst:
         async def one(src: InputSource) -> None:
             async with slots:
                 await _place(src, dst, report, retry)
 
-        await asyncio.gather(*(one(s) for s in sources))
+        await aio.gather(*(one(s) for s in sources))
 
 
 async def copy_file(src_url: str, dst_url: str, report: TransferReport, retry: RetryPolicy | None = None) -> int:

@@ -17,13 +17,13 @@ from typing import Any
 
 from gpstage.aio import run_sync
 from gpstage.errors import BadInput
-from gpstage.inputcache.policy import cache_for, cache_roots
+from gpstage.inputcache.policy import cache_for, cache_roots, cache_wanted
 from gpstage.jobfiles import spec_url
 from gpstage.report import TransferReport
 from gpstage.retry import RetryPolicy
 from gpstage.sources import check_sources, place_sources
 from gpstage.spec import DEFAULT_STAGE_IN_EXCLUDES, DirSpec, JobSpec, Role, load_spec, parse_spec
-from gpstage.storage import local_path_of, provider_for, read_url, remove_tree, write_url
+from gpstage.storage import local_path_of, provider_for, read_url_sync, remove_tree, runs_on_threads, write_url
 from gpstage.sync import Progress, async_sync
 
 # Dirs that may not exist yet when a job is staged in: the module creates their content.
@@ -58,7 +58,7 @@ def read_spec(source: str) -> JobSpec:
     """A spec from a local path or from a storage URL (``s3://…/job.json``, as :func:`stage_in` stores it)."""
     if "://" not in source:
         return load_spec(source)
-    return parse_spec(run_sync(read_url(source)).decode("utf-8", errors="replace"), source=f"job spec {source}")
+    return parse_spec(read_url_sync(source).decode("utf-8", errors="replace"), source=f"job spec {source}")
 
 
 def check_storage(spec: JobSpec) -> None:
@@ -90,10 +90,8 @@ async def async_stage(spec: JobSpec, inbound: bool, *, node: bool = False, jobs:
     """
     out = []
     to_storage = inbound != node
-    for d in spec.dirs:
+    for d in _moving(spec, inbound, roles):
         direction = d.effective_direction
-        if not (direction.pushes_in if inbound else direction.pulls_out) or (roles and d.role not in roles):
-            continue
         url = spec.url_of(d)
         t = DirTransfer(d.role.value, d.path, url, direction.value)
         out.append(t)
@@ -130,14 +128,43 @@ async def _source_exists(src: str) -> bool:
     return path is None or os.path.isdir(path)
 
 
+def _moving(spec: JobSpec, inbound: bool, roles: tuple[Role, ...] | None) -> list[DirSpec]:
+    """The dirs that move in this direction (``inbound``: the ``in``/``inout`` dirs), of ``roles`` if given."""
+    return [d for d in spec.dirs if (d.effective_direction.pushes_in if inbound else d.effective_direction.pulls_out)
+            and not (roles and d.role not in roles)]
+
+
+def _threadable(spec: JobSpec, inbound: bool, node: bool = False, roles: tuple[Role, ...] | None = None,
+                **_: Any) -> bool:
+    """Whether this stage may run on gpstage.aio's threads, without asyncio (~15-25 ms of a job's start-up
+    on a shared file system, where nothing is copied): every dir that moves is the dir itself or a sync
+    :func:`gpstage.storage.runs_on_threads` allows, and the server's stage-in has no inputs named by URL and
+    no input cache (store-to-store copies, which need a loop), and a spec to store where threads can."""
+    server_in = inbound and not node
+    pairs = []
+    for d in _moving(spec, inbound, roles):
+        if server_in and (d.sources or cache_wanted(spec, d)):
+            return False
+        if not same_path(spec, d):
+            pairs.append((d.path, spec.url_of(d)))
+    if server_in and not provider_for(spec_url(spec)).runs_on_threads(spec_url(spec)):
+        return False
+    return all(runs_on_threads(*pair) for pair in pairs)
+
+
+def run_stage(spec: JobSpec, inbound: bool, **kwargs: Any) -> list[DirTransfer]:
+    """:func:`async_stage` from synchronous code: on gpstage.aio's threads where it can, else on a loop."""
+    return run_sync(async_stage(spec, inbound, **kwargs), threads=_threadable(spec, inbound, **kwargs))
+
+
 def stage_in(spec: JobSpec, **kwargs: Any) -> list[DirTransfer]:
     """Push the job's ``in``/``inout`` dirs to storage and store the spec beside them."""
-    return run_sync(async_stage(spec, True, **kwargs))
+    return run_stage(spec, True, **kwargs)
 
 
 def stage_out(spec: JobSpec, **kwargs: Any) -> list[DirTransfer]:
     """Pull the job's ``out``/``inout`` dirs back from storage to their server paths."""
-    return run_sync(async_stage(spec, False, **kwargs))
+    return run_stage(spec, False, **kwargs)
 
 
 def remove_job_dirs(spec: JobSpec) -> list[str]:

@@ -22,7 +22,6 @@ from another process than the one that submitted.
 
 from __future__ import annotations
 
-import asyncio
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator
@@ -31,6 +30,7 @@ from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from gpstage import aio
 from gpstage.errors import BadInput, GpstageError
 from gpstage.jobfiles import read_entry_status, read_log, spec_url
 from gpstage.jobresult import JobResult, result_of
@@ -244,11 +244,11 @@ class Launcher(ABC):
     async def wait_async(self, job_id: str, timeout: float | None = None) -> JobResult:
         """:meth:`wait` as a coroutine (Jupyter's running loop): polls without blocking the loop."""
         deadline = None if timeout is None else time.monotonic() + timeout
-        while not (await asyncio.to_thread(self.status, job_id)).state.terminal:
+        while not (await aio.to_thread(self.status, job_id)).state.terminal:
             if deadline is not None and time.monotonic() >= deadline:
                 raise WaitTimeout(f"job {job_id} has not ended after {timeout:g} s", "wait again, or cancel it")
-            await asyncio.sleep(self.settings.poll_interval)
-        return await asyncio.to_thread(self.collect, job_id)
+            await aio.sleep(self.settings.poll_interval)
+        return await aio.to_thread(self.collect, job_id)
 
     def cancel(self, job_id: str) -> JobRecord:
         """Cancel a live job and wait (up to ``cancel_timeout``) for it to record its end."""

@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
+
+import pytest
 
 from gpstage.listing import list_url
 from gpstage.spec import Role, parse_spec
@@ -69,3 +73,22 @@ def test_stage_in_missing_input_dir_exits_2(tmp_path: Path) -> None:
     spec_path.write_text(json.dumps(spec))
     proc = run_cli("stage-in", str(spec_path))
     assert proc.returncode == 2 and "inputs dir" in proc.stderr and "does not exist" in proc.stderr
+
+
+@pytest.mark.parametrize(("root", "cache", "on_loop"), [("nfs:///", False, False), ("file://{tmp}/store", False, False),
+                                                       ("file://{tmp}/store", True, True)])
+def test_a_jobs_staging_runs_without_asyncio_unless_the_input_cache_needs_a_loop(tmp_path: Path, root: str,
+                                                                                   cache: bool, on_loop: bool) -> None:
+    """gpstage.stage.run_stage: a shared file system (nothing to copy) and local copies take gpstage.aio's
+    threads, on the server and in the entry; the input cache's store-to-store work keeps its loop. The
+    outputs come back either way."""
+    spec_path = make_job(tmp_path, root.format(tmp=tmp_path))
+    spec_path.write_text(json.dumps({**json.loads(spec_path.read_text()), "input_cache": cache}))
+    code = ("import sys; from pathlib import Path; from gpstage.stage import read_spec, run_stage, stage_in, stage_out;"
+            "spec = read_spec(sys.argv[1]); stage_in(spec); run_stage(spec, True, node=True);"
+            "Path(spec.workdir, 'result.txt').write_text('42'); run_stage(spec, False, node=True); stage_out(spec);"
+            "print('asyncio' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code, str(spec_path)], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == str(on_loop)
+    assert (tmp_path / "gp/jobResults/7/result.txt").read_text() == "42"

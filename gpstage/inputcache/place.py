@@ -13,12 +13,12 @@ lists the hashes — before any marker exists, so ``gpstage clean`` can always f
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import time
 from contextlib import suppress
 
+from gpstage import aio
 from gpstage.errors import GpstageError, StorageError
 from gpstage.inputcache import job_rel, marker_rel, object_rel
 from gpstage.inputcache.hashes import HashIndex, Key, file_key
@@ -59,14 +59,14 @@ class InputCache:
         """Hash the files that go through the cache and record them under ``jobs/<job id>.json``."""
         assert self.store is not None
         todo = [e for e in entries if self.wants(e) and e.path not in self.digests]
-        slots = asyncio.Semaphore(HASH_JOBS)
+        slots = aio.Semaphore(HASH_JOBS)
 
         async def one(e: Entry) -> None:
             assert e.path is not None
             async with slots:
-                self.digests[e.path] = await asyncio.to_thread(self.index.digest, e.path, e.size)
+                self.digests[e.path] = await aio.to_thread(self.index.digest, e.path, e.size)
 
-        await asyncio.gather(*(one(e) for e in todo))
+        await aio.gather(*(one(e) for e in todo))
         if todo:
             stored = await self.store.read(job_rel(self.job_id))
             known = set(json.loads(stored)["sha256"]) if stored else set()

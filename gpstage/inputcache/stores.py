@@ -4,10 +4,10 @@ system has them)."""
 
 from __future__ import annotations
 
-import asyncio
 import os
 from typing import Protocol
 
+from gpstage import aio
 from gpstage.inputcache import object_rel
 from gpstage.inputcache.hashes import HashIndex, file_key
 from gpstage.storage.base import RemoteTree
@@ -75,7 +75,7 @@ class LocalCacheStore:
 
     async def stat(self, rel: str) -> Entry | None:
         try:
-            st = await asyncio.to_thread(os.stat, self.tree.path_of(rel))
+            st = await aio.to_thread(os.stat, self.tree.path_of(rel))
         except FileNotFoundError:
             return None
         return Entry(size=st.st_size, mtime_ns=st.st_mtime_ns, path=self.tree.path_of(rel))
@@ -84,7 +84,7 @@ class LocalCacheStore:
         if found is None or found.size != size or found.path is None:
             return False
         try:
-            actual, _ = await asyncio.to_thread(self.index.digest, found.path, size)
+            actual, _ = await aio.to_thread(self.index.digest, found.path, size)
         except OSError:
             return False
         return actual == digest
@@ -96,7 +96,7 @@ class LocalCacheStore:
                 clone_or_copy(path, tmp, size)
             self.index.put(file_key(os.stat(self.tree.path_of(rel))), digest)
 
-        await asyncio.to_thread(put)
+        await aio.to_thread(put)
 
     async def place(self, digest: str, size: int, entry: Entry, rel: str, dst: LocalTree | RemoteTree) -> None:
         assert isinstance(dst, LocalTree)
@@ -105,10 +105,10 @@ class LocalCacheStore:
             with dst.atomic_write(rel, size, entry.mode, entry.mtime_ns) as tmp:
                 clone_or_copy(self.tree.path_of(object_rel(digest)), tmp, size)
 
-        await asyncio.to_thread(clone)
+        await aio.to_thread(clone)
 
     async def write(self, rel: str, data: bytes) -> None:
-        await asyncio.to_thread(self.tree.write_file, rel, data)
+        await aio.to_thread(self.tree.write_file, rel, data)
 
     async def read(self, rel: str) -> bytes | None:
         try:
@@ -123,7 +123,7 @@ class LocalCacheStore:
                 unlink_quietly(self.tree.path_of(rel))
             self.tree.remove_empty_dirs(sorted({r.rpartition("/")[0] for r in rels if "/" in r}))
 
-        await asyncio.to_thread(remove)
+        await aio.to_thread(remove)
 
     async def listing(self) -> dict[str, Entry]:
         tree = await self.tree.scan() if self.tree.exists() else None

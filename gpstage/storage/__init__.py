@@ -80,6 +80,17 @@ async def write_url(url: str, data: bytes, retry: RetryPolicy | None = None) -> 
             await tree.write_bytes(name, data)
 
 
+def read_url_sync(url: str, retry: RetryPolicy | None = None) -> bytes:
+    """:func:`read_url` from synchronous code, without asyncio where the provider allows (a job record's
+    status or spec read by the CLI: the import is a good part of a short command's start-up)."""
+    return aio.run_sync(read_url(url, retry), threads=provider_for(url).runs_on_threads(url))
+
+
+def write_url_sync(url: str, data: bytes, retry: RetryPolicy | None = None) -> None:
+    """:func:`write_url` from synchronous code, without asyncio where the provider allows."""
+    aio.run_sync(write_url(url, data, retry), threads=provider_for(url).runs_on_threads(url))
+
+
 async def remove_tree(url: str, retry: RetryPolicy | None = None) -> int:
     """Delete everything under ``url`` (files, gpstage's manifests, empty dirs); returns the files removed."""
     async with open_tree(url, TransferReport("", url), retry) as tree:
