@@ -138,8 +138,9 @@ def _threadable(spec: JobSpec, inbound: bool, node: bool = False, roles: tuple[R
                 **_: Any) -> bool:
     """Whether this stage may run on gpstage.aio's threads, without asyncio (~15-25 ms of a job's start-up
     on a shared file system, where nothing is copied): every dir that moves is the dir itself or a sync
-    :func:`gpstage.storage.runs_on_threads` allows, and the server's stage-in has no inputs named by URL and
-    no input cache (store-to-store copies, which need a loop), and a spec to store where threads can."""
+    :func:`gpstage.storage.runs_on_threads` allows; on the server's stage-in, no dir has inputs named by URL
+    or goes through the input cache (their store-to-store copies need a loop), and the spec's store can be
+    written from threads."""
     server_in = inbound and not node
     pairs = []
     for d in _moving(spec, inbound, roles):
