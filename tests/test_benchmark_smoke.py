@@ -76,10 +76,10 @@ def test_quick_input_cache_benchmark_runs_and_verifies_its_copies(tmp_path: Path
 
 
 @pytest.mark.parametrize("count", [2, 6, 9])
-def test_tool_order_gives_each_tool_other_predecessors_and_keeps_rclones_reference_after_rclone(count: int,
-                                                                                               tmp_path: Path) -> None:
+def test_tool_order_gives_each_tool_other_predecessors_and_keeps_rclones_reference_after_rclone(
+        count: int, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A rotation alone would keep each tool's predecessor; the order also reverses every other repetition."""
-    sys.path.insert(0, str(ROOT / "benchmarks"))
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))  # undone after the test: no other test sees it
     from runner import Runner
     from tools import Tool
 
