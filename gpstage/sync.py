@@ -22,6 +22,7 @@ from gpstage.errors import BadInput, GpstageError, StorageError
 from gpstage.report import TransferReport
 from gpstage.retry import RetryPolicy
 from gpstage.storage import LocalTree, RemoteTree, open_tree, runs_on_threads
+from gpstage.storage.listing import KnownKeys
 from gpstage.storage.source import FileSource, ObjectSource
 from gpstage.storage.tree import Entry, Excluder, Tree
 from gpstage.urls import join_url
@@ -98,7 +99,8 @@ async def async_sync(src: str, dst: str, *, delete: bool = False, checksum: bool
             raise BadInput(f"source {s.root} does not exist", "check the path")
         if cache is not None and isinstance(s, LocalTree):
             cache.bind(d)
-        src_tree, dst_full = await aio.gather(s.scan(), d.scan())
+        known = KnownKeys()
+        src_tree, dst_full = await aio.gather(_scan(s, known), _scan(d, known))
         src_tree, dst_tree = excl.apply(src_tree), excl.apply(dst_full)
         plan = await _plan(src_tree, dst_tree, d, checksum, delete)
         report.files_skipped = plan.skipped
@@ -121,6 +123,16 @@ def _fits_threads(plan: Plan, src: Tree) -> bool:
     """Whether a threaded run copies this plan on its threads: a job dir's few small files. More go on a
     loop, where the store's fast lane takes them in batches, and large files in parts and ranges."""
     return len(plan.copy) <= THREADED_COPIES and all(src.files[r].size <= LARGE_FILE for r in plan.copy)
+
+
+async def _scan(tree: AnyTree, known: KnownKeys) -> Tree:
+    """Scan one side of the sync. A local side tells its keys, when its walk ends, to the other side's
+    listing, which a store may then read in key ranges side by side (gpstage.storage.listing)."""
+    if isinstance(tree, RemoteTree):
+        return await tree.scan(known)
+    found = await tree.scan()
+    known.tell(found.files)
+    return found
 
 
 def _refuse_overlap(s: AnyTree, d: AnyTree) -> None:

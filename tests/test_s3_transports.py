@@ -22,7 +22,7 @@ from gpstage import aio
 from gpstage.errors import StorageError
 from gpstage.report import TransferReport
 from gpstage.storage import LocalTree, RemoteTree, open_tree
-from gpstage.storage.buckets import read_pages
+from gpstage.storage.listing import read_pages
 from gpstage.storage.s3client import S3Client
 from gpstage.storage.s3creds import Credentials
 from gpstage.storage.s3lane import ClockSkewed, ObstoreLane, translate

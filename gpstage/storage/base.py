@@ -33,6 +33,7 @@ from gpstage.report import TransferReport
 from gpstage.retry import RetryPolicy
 from gpstage.storage import manifestcache
 from gpstage.storage.errorfacts import ErrorFacts
+from gpstage.storage.listing import KnownKeys
 from gpstage.storage.local import LocalTree, unlink_quietly
 from gpstage.storage.manifest import Manifest
 from gpstage.storage.source import ByteSource
@@ -142,6 +143,7 @@ class RemoteTree(ABC):
         self.retry = retry
         self.report = report
         self.manifest = Manifest()  # every manifest the listing found, merged
+        self.known: KnownKeys | None = None  # while scanned in a sync: the keys its other side holds
         self.root_manifest = Manifest()  # the one stored at the root, which write_manifest replaces
 
     # ---- what a store implements ---------------------------------------------------------------
@@ -150,7 +152,9 @@ class RemoteTree(ABC):
         """Every object under the root, in as few requests as the store allows (no per-object HEADs):
         relative key → :class:`Entry` with ``size``, an ``etag`` that changes exactly when the bytes do,
         ``modified_ns`` and, where the listing gives it, ``md5``. Nothing is filtered: reserved names,
-        directory markers (keys ending in '/') and unsafe keys are returned as listed."""
+        directory markers (keys ending in '/') and unsafe keys are returned as listed. During a sync's
+        scan, :attr:`known` holds the keys the other side has (once its walk ends): a store that can list
+        from a start key may read its listing in ranges cut along them (:mod:`gpstage.storage.listing`)."""
 
     @abstractmethod
     async def read_bytes(self, rel: str) -> bytes:
@@ -238,11 +242,17 @@ class RemoteTree(ABC):
         except Exception as exc:
             raise self.provider.describe_error(exc, join_url(self.url, rel)) from exc
 
-    async def scan(self) -> Tree:
-        """The tree as gpstage sees it: reserved names hidden, unsafe keys refused, manifest applied."""
+    async def scan(self, known: KnownKeys | None = None) -> Tree:
+        """The tree as gpstage sees it: reserved names hidden, unsafe keys refused, manifest applied.
+        ``known``: the keys the sync's other side holds, told when its own scan ends (see :meth:`list_objects`)."""
         tree = Tree()
         manifests: dict[str, str | None] = {}  # where manifests are (relative dir) -> their listed ETag
-        for rel, entry in (await self.list_objects()).items():
+        self.known = known
+        try:
+            listed = await self.list_objects()
+        finally:
+            self.known = None
+        for rel, entry in listed.items():
             if not rel:
                 continue  # a "folder" marker object for the root itself
             head, _, name = rel.rpartition("/")

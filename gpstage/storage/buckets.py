@@ -1,13 +1,11 @@
 """What every object-store provider shares: a URL's bucket path, the tree of one bucket prefix,
-paged listings read ahead, listing timestamps, upload parts, SDK loggers."""
+listing timestamps, SDK loggers (paged listings: :mod:`gpstage.storage.listing`)."""
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
 from datetime import datetime
-from typing import Any, TypeVar
+from typing import Any
 
-from gpstage import aio
 from gpstage.errors import BadInput
 from gpstage.storage.base import RemoteTree
 from gpstage.urls import split_url
@@ -32,43 +30,6 @@ class BucketTree(RemoteTree):
 
     def object_key(self, rel: str) -> str:
         return f"{self.prefix}{rel}"
-
-
-Page = TypeVar("Page")
-
-
-async def read_pages(fetch: Callable[[str | None], Awaitable[Page]], hint: Callable[[Page], str | None],
-                     read: Callable[[Page], str | None]) -> None:
-    """Read every page of a paged listing, asking for the next page before this one is read.
-
-    Pages come one after another (each needs the previous one's continuation token), so a plain loop
-    spends the store's time per page and the client's parsing of it in turn; with the next request in
-    flight they overlap (100 pages for 100,000 keys). ``fetch(token)`` gets a page (``None``: the first);
-    ``hint(page)`` is its continuation token found cheaply, before parsing; ``read(page)`` consumes the
-    page and returns its exact token, ``None`` on the last page. A wrong hint costs one request, never a
-    wrong listing: the page is asked for again with the exact token."""
-    page = await fetch(None)
-    while True:
-        guess = hint(page)
-        ahead = await aio.start(fetch(guess)) if guess else None  # its request sent before this page is read
-        try:
-            token = read(page)
-        except BaseException:
-            _drop(ahead)
-            raise
-        if ahead is not None and token == guess:
-            page = await ahead.result()
-            continue
-        _drop(ahead)
-        if token is None:
-            return
-        page = await fetch(token)
-
-
-def _drop(ahead: aio.Pending | None) -> None:
-    """Give up a request made on a guess that proved wrong or useless: a dropped guess is no failure."""
-    if ahead is not None:
-        ahead.drop()
 
 
 def to_ns(value: Any) -> int | None:

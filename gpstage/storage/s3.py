@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import functools
 import os
-from collections.abc import Mapping
+from collections.abc import Awaitable, Mapping
 from contextlib import suppress
 from typing import Any, ClassVar
 
@@ -21,8 +21,9 @@ from gpstage.errors import GpstageError, MissingDependency, StorageError
 from gpstage.report import TransferReport
 from gpstage.retry import RetryPolicy
 from gpstage.storage.base import RemoteProvider, RemoteTree
-from gpstage.storage.buckets import BucketTree, bucket_path, read_pages, to_ns
+from gpstage.storage.buckets import BucketTree, bucket_path, to_ns
 from gpstage.storage.errorfacts import ErrorFacts
+from gpstage.storage.listing import PagedListing
 from gpstage.storage.local import LocalTree
 from gpstage.storage.s3xml import ListPage
 from gpstage.storage.source import ByteSource, FileRange
@@ -163,7 +164,7 @@ class S3Tree(BucketTree):
         out: dict[str, Entry] = {}
         cut = len(self.prefix)
 
-        def read(page: ListPage) -> str | None:
+        def read(page: ListPage) -> tuple[str | None, str | None]:
             try:
                 objects, token = page.read()
             except Exception as exc:  # a malformed answer, read outside the request's call: worded the same
@@ -174,10 +175,17 @@ class S3Tree(BucketTree):
                 md5 = plain if "-" not in plain and len(plain) == 32 else None  # single-part uploads: the ETag is the MD5
                 ns = times[modified] if modified in times else times.setdefault(modified, to_ns(modified))
                 out[key[cut:]] = Entry(size=size, etag=etag, modified_ns=ns, md5=md5)
-            return token
+            return token, objects[-1][0][cut:] if objects else None
 
-        await read_pages(lambda token: self.call(lambda: self.client.list_page(self.bucket, self.prefix, token)),
-                         lambda page: page.next_hint, read)
+        def fetch(start: str | None, token: str | None) -> Awaitable[ListPage]:
+            after = self.prefix + start if start is not None else None
+            return self.call(lambda: self.client.list_page(self.bucket, self.prefix, token, after))
+
+        def last_hint(page: ListPage) -> str | None:
+            key = page.last_hint
+            return key[cut:] if key is not None else None
+
+        await PagedListing(fetch, lambda page: page.next_hint, read, last_hint, self.known).run()
         return out
 
     async def read_bytes(self, rel: str) -> bytes:

@@ -30,6 +30,7 @@ from urllib.parse import quote, unquote_plus, urlsplit
 from xml.etree import ElementTree
 
 from gpstage import aio
+from gpstage.storage import listing
 from gpstage.storage.s3creds import Credentials, Refreshing
 from gpstage.storage.s3lane import ClockSkewed, ObstoreLane
 from gpstage.storage.s3plain import PlainTransport, changed_since_listed, proxied
@@ -189,11 +190,14 @@ class S3Client:
         return True
 
     # ---- operations ---------------------------------------------------------------------
-    async def list_page(self, bucket: str, prefix: str, token: str | None) -> ListPage:
-        """One ListObjectsV2 page (up to 1,000 keys), parsed when the caller reads it."""
-        params = {"list-type": "2", "prefix": prefix, "encoding-type": "url"}
+    async def list_page(self, bucket: str, prefix: str, token: str | None, start_after: str | None = None) -> ListPage:
+        """One ListObjectsV2 page (up to 1,000 keys) of the keys after ``start_after`` (a full key; sent only
+        on a listing's first request, the token carries it on), parsed when the caller reads it."""
+        params = {"list-type": "2", "prefix": prefix, "encoding-type": "url", "max-keys": str(listing.PAGE_KEYS)}
         if token:
             params["continuation-token"] = token
+        elif start_after:
+            params["start-after"] = start_after
         return ListPage(await (await self.request("GET", bucket, params=params, small=True)).read())
 
     async def _in_lane(self, key: str, op: Callable[[ObstoreLane], Awaitable[Any]], writes: bool = False,

@@ -56,14 +56,16 @@ class ListPage:
     @property
     def next_hint(self) -> str | None:
         found = _NEXT_TOKEN.search(self.body)
-        if found is None:
-            return None
-        token = found.group(1).decode()
-        if "&" in token:  # an escaped character: rare enough to import html for
-            import html
+        return None if found is None else _xml_text(found.group(1))
 
-            token = html.unescape(token)
-        return token
+    @property
+    def last_hint(self) -> str | None:
+        """The last key on the page, found the same way (a range's end reached: no page to ask for early)."""
+        at = self.body.rfind(b"<Key>")
+        if at < 0:
+            return None
+        key = _xml_text(self.body[at + 5: self.body.find(b"<", at + 5)])
+        return unquote_plus(key) if b"<EncodingType>url</EncodingType>" in self.body else key
 
     def read(self) -> tuple[list[tuple[str, int, str, str | None]], str | None]:
         """``(key, size, ETag, LastModified)`` of each object, and the continuation token (None: the last page)."""
@@ -82,6 +84,15 @@ class ListPage:
             objects.append((decode(name), int(node.findtext(size) or 0), node.findtext(etag) or "", node.findtext(modified)))
         more = root.findtext(ns + "IsTruncated") == "true"
         return objects, (root.findtext(ns + "NextContinuationToken") if more else None)
+
+
+def _xml_text(raw: bytes) -> str:
+    text = raw.decode(errors="replace")
+    if "&" in text:  # an escaped character: rare enough to import html for
+        import html
+
+        text = html.unescape(text)
+    return text
 
 
 def xml_escape(text: str) -> str:
