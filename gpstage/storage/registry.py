@@ -12,7 +12,6 @@ from functools import cache
 from gpstage.errors import BadInput
 from gpstage.plugins import PluginRegistry
 from gpstage.storage.base import LocalProvider, StorageProvider
-from gpstage.storage.generic import FsspecProvider
 from gpstage.urls import split_url
 
 ENTRY_POINT_GROUP = "gpstage.storage"
@@ -43,6 +42,8 @@ def get_provider(scheme: str) -> StorageProvider:
     from fsspec.registry import known_implementations, registry
 
     if scheme in known_implementations or scheme in registry:
+        from gpstage.storage.generic import FsspecProvider
+
         return FsspecProvider(scheme)
     raise BadInput(f"unknown storage scheme {scheme}://",
                    f"use one of {', '.join(s + '://' for s in known_schemes())}, a path, or install a provider plugin")

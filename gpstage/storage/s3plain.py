@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import http.client
 import os
+import socket
 import threading
 from dataclasses import dataclass
 from typing import Any
@@ -125,6 +126,7 @@ class PlainTransport:
                                                                            context=self._context())
         else:
             conn = http.client.HTTPConnection(split.netloc, timeout=self.connect_timeout)
+        conn._create_connection = _create_connection  # type: ignore[attr-defined]
         conn.connect()
         conn.sock.settimeout(self.read_timeout)  # connected: from now on the wait for each read
         return conn
@@ -135,6 +137,13 @@ class PlainTransport:
 
             self._tls = ssl.create_default_context()  # honours SSL_CERT_FILE / SSL_CERT_DIR, as aiohttp does
         return self._tls
+
+
+def _create_connection(address: tuple[str, int], *args: Any, **kwargs: Any) -> socket.socket:
+    """socket.create_connection with an ASCII host name as bytes: a str is encoded by the ``idna`` codec,
+    whose import (stringprep, unicodedata) costs ~2 ms of a job dir's ~0.1 s sync; bytes go as they are."""
+    host, port = address
+    return socket.create_connection((host.encode() if host.isascii() else host, port), *args, **kwargs)
 
 
 def send_file(conn: http.client.HTTPConnection, method: str, target: str, headers: dict[str, str], body: FileRange) -> None:
