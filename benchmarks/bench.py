@@ -59,12 +59,14 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--gpjob-reps", type=int, default=None, metavar="N", help="repetitions on (g) gpjob on SeaweedFS "
                    "(default 7; 1 with --quick): a run there takes ~0.1 s, so a few 10 ms of start-up jitter in one "
                    "repetition moves a median of 3 by a third, and 7 cost ~1 minute; at least --reps")
-    p.add_argument("--large-reps", type=int, default=None, metavar="N", help="repetitions on (b) big and (e) huge on "
-                   "SeaweedFS (default 7; 1 with --quick): a large download's time swings with the VM's page allocation "
-                   "(client CPU 0.5 or 1.5 s for the same 256 MiB), so 3 leave the median to chance; at least --reps")
-    p.add_argument("--small-reps", type=int, default=None, metavar="N", help="repetitions on (a) small on SeaweedFS "
-                   "(default 7; 1 with --quick): its targets compare within a few per cent, and one repetition's client "
-                   "CPU swings by a third (0.59-0.91 s, the same 1,000 files); 7 cost ~3 minutes; at least --reps")
+    p.add_argument("--close-reps", type=int, default=None, metavar="N", help="repetitions on (a) small and (b) big on "
+                   "SeaweedFS (default 7; 1 with --quick): their targets compare within a few per cent, and one "
+                   "repetition's time swings by a third with the VM's page allocation (client CPU 0.5 or 1.5 s for the "
+                   "same 256 MiB down; 0.59-0.91 s for the same 1,000 small files), so 3 leave the median to chance; "
+                   "at least --reps")
+    p.add_argument("--large-reps", type=int, default=None, metavar="N", help="repetitions on (e) huge on SeaweedFS "
+                   "(default 5; 1 with --quick): it swings like (b), but each repetition stores ~9 GiB on the local "
+                   "server, and 7 filled a 73 GB disk; at least --reps")
     p.add_argument("--servers", default="seaweedfs,moto", help="comma list of seaweedfs, moto (default both)")
     p.add_argument("--datasets", default="all", help="comma list of a-g or small,big,noop,gsea,huge,noop100k,gpjob "
                    "(default all; --quick has no (f) noop100k)")
@@ -81,8 +83,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     args = p.parse_args(argv)
     args.reps = args.reps if args.reps is not None else (1 if args.quick else 3)
     args.gpjob_reps = max(args.reps, args.gpjob_reps if args.gpjob_reps is not None else (1 if args.quick else 7))
-    args.large_reps = max(args.reps, args.large_reps if args.large_reps is not None else (1 if args.quick else 7))
-    args.small_reps = max(args.reps, args.small_reps if args.small_reps is not None else (1 if args.quick else 7))
+    args.close_reps = max(args.reps, args.close_reps if args.close_reps is not None else (1 if args.quick else 7))
+    args.large_reps = max(args.reps, args.large_reps if args.large_reps is not None else (1 if args.quick else 5))
     if min(args.reps, args.moto_reps, args.fsspec_gsea_reps) < 1:
         p.error("--reps, --moto-reps and --fsspec-gsea-reps must be at least 1")
     args.servers = _choose(p, "--servers", args.servers, list(SERVERS))
@@ -213,11 +215,11 @@ def main(argv: list[str]) -> int:
 
 
 def case_reps(args: argparse.Namespace, server: str, dataset: str) -> int:
-    """Repetitions of one data set on one server (moto is slow; (g) is all start-up, (a)'s targets are within a
-    few per cent, and the large files swing with the VM's memory: those need more)."""
+    """Repetitions of one data set on one server (moto is slow; (g) is all start-up, (a)'s and (b)'s targets are
+    within a few per cent, and the large files swing with the VM's memory: those need more)."""
     if server == "moto":
         return args.moto_reps
-    return {"gpjob": args.gpjob_reps, "small": args.small_reps, "big": args.large_reps,
+    return {"gpjob": args.gpjob_reps, "small": args.close_reps, "big": args.close_reps,
             "huge": args.large_reps}.get(dataset, args.reps)
 
 
@@ -231,8 +233,8 @@ def render(meta: dict, args: argparse.Namespace, rows: list[report.Row], checks:
         f"command: `{meta['command']}`{quick}",
         f"machine: {m['cores']} cores ({m['cpu']}), {m['memory']} RAM, {m['os']}, Python {m['python']}",
         "versions: " + "; ".join(f"{k}: {v}" for k, v in meta["versions"].items()),
-        (f"repetitions: {args.reps} on SeaweedFS ({args.gpjob_reps} on (g) gpjob, {args.small_reps} on (a), "
-         f"{args.large_reps} on (b) and (e)), "
+        (f"repetitions: {args.reps} on SeaweedFS ({args.gpjob_reps} on (g) gpjob, {args.close_reps} on (a) and (b), "
+         f"{args.large_reps} on (e)), "
          f"{args.moto_reps} on moto, fsspec "
          f"on (d) {min(args.fsspec_gsea_reps, args.reps)}; medians reported, peak RSS is the max; the tool order rotates "
          "each repetition and runs backwards every other one; an untimed warm-up write precedes the first run on each server, "
