@@ -15,6 +15,7 @@ import sys
 import threading
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -22,7 +23,7 @@ from gpstage import aio
 from gpstage.errors import StorageError
 from gpstage.report import TransferReport
 from gpstage.storage import LocalTree, RemoteTree, open_tree
-from gpstage.storage.listing import read_pages
+from gpstage.storage.listing import PagedListing
 from gpstage.storage.s3client import S3Client
 from gpstage.storage.s3creds import Credentials
 from gpstage.storage.s3lane import ClockSkewed, ObstoreLane, translate
@@ -245,6 +246,11 @@ def test_a_listing_of_several_pages_holds_every_key_once_at_one_request_per_page
     sync(str(src), url)
     again = sync(str(src), url)
     assert (again.files_skipped, again.files_copied, again.requests) == (1001, 0, 2)
+
+
+def read_pages(fetch: Callable[[str | None], Any], hint: Callable[[Any], str | None], read: Callable[[Any], str | None]) -> Any:
+    """One chain of pages, as a listing with nothing known of the other side reads them."""
+    return PagedListing(lambda _start, token: fetch(token), hint, lambda page: (read(page), None)).run()
 
 
 PAGES = {None: ("ab", "t1", "t1"), "t1": ("c", "t2", "bad"), "bad": ("X", None, None), "t2": ("d", None, None)}

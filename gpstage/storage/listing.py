@@ -118,19 +118,6 @@ class PagedListing(Generic[Page]):
         return bounds[0] if bounds else None
 
 
-async def read_pages(fetch: Callable[[str | None], Awaitable[Page]], hint: Callable[[Page], str | None],
-                     read: Callable[[Page], str | None]) -> None:
-    """Read every page of a paged listing, asking for the next page before this one is read.
-
-    Pages come one after another (each needs the previous one's continuation token), so a plain loop
-    spends the store's time per page and the client's parsing of it in turn; with the next request in
-    flight they overlap. ``fetch(token)`` gets a page (``None``: the first); ``hint(page)`` is its
-    continuation token found cheaply, before parsing; ``read(page)`` consumes the page and returns its
-    exact token, ``None`` on the last page. A wrong hint costs one request, never a wrong listing: the
-    page is asked for again with the exact token."""
-    await PagedListing(lambda _start, token: fetch(token), hint, lambda page: (read(page), None)).run()
-
-
 def _drop(ahead: aio.Pending | None) -> None:
     """Give up a request made on a guess that proved wrong or useless: a dropped guess is no failure."""
     if ahead is not None:

@@ -47,7 +47,7 @@ def child_text(root: ElementTree.Element, name: str) -> str | None:
 class ListPage:
     """One ListObjectsV2 answer, parsed when read. :attr:`next_hint` is its continuation token found by a
     search of the bytes (no parse), so that a listing can ask for the next page while it reads this one
-    (:func:`gpstage.storage.buckets.read_pages`); :meth:`read` parses exactly, and its token is the one
+    (:class:`gpstage.storage.listing.PagedListing`); :meth:`read` parses exactly, and its token is the one
     that counts. The search cannot be fooled by a key: keys come URL-encoded, and XML text has no ``<``."""
 
     def __init__(self, body: bytes) -> None:
