@@ -110,6 +110,7 @@ def test_a_range_that_fails_fails_the_listing(threads: bool) -> None:
     store = FakeStore(keys(200), fail_after=known.bounds_after("k00009")[1])
     with pytest.raises(OSError, match="refused"):
         aio.run_sync(store.listing(known).run(), threads=threads)
+    assert len(store.requests) < 12  # the other ranges stopped at their next page: 16 read to their ends
 
 
 @pytest.mark.parametrize("on_loop", [False, True], ids=["threads", "loop"])

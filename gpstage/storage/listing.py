@@ -114,8 +114,16 @@ class PagedListing(Generic[Page]):
         assert self.known is not None
         bounds = self.known.bounds_after(last)
         for start, end in zip(bounds, [*bounds[1:], None], strict=True):
-            self.others.append(await aio.start(self._range(start, end)))
+            self.others.append(await aio.start(self._other(start, end)))
         return bounds[0] if bounds else None
+
+    async def _other(self, start: str, end: str | None) -> None:
+        """A range beside the first: its failure stops every range at its next page, not only when awaited."""
+        try:
+            await self._range(start, end)
+        except BaseException:
+            self.failed = True
+            raise
 
 
 def _drop(ahead: aio.Pending | None) -> None:
