@@ -139,6 +139,7 @@ class Entry:
             phase = "post-hooks"
             self._hooks("post-hooks", self.spec.hooks.post, env)
         except EntryCancelled as c:
+            self.phase = "finishing"  # a second signal (Slurm's scancel after a lost first) changes nothing now
             self.log(f"cancelled by {c} before the module started")
             self._end(JobState.CANCELLED, EXIT_SIGNAL_BASE + c.signum, Reason.CANCELLED, signal=str(c))
         except Exception as e:  # noqa: BLE001 - whatever a step raises, the job is recorded and its logs pushed

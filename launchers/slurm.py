@@ -7,7 +7,8 @@ storage the node sees the server's paths and nothing is copied (docs/design.md �
 paths with spaces work); ``resources`` map to ``--cpus-per-task``, ``--mem`` and ``--time`` = time_s
 + the staging grace (docs/design.md §10). Status comes from ``scontrol show job`` — it needs no slurmdbd,
 unlike ``sacct`` — and, once Slurm says the job ended, from the entry's own ``status.json``. Cancel is
-SIGTERM to the batch script (the entry forwards it, records CANCELLED, pushes the logs). The
+SIGTERM to the batch script (the entry forwards it, records CANCELLED, pushes the logs); a job still
+running ``cancel_grace_s`` later is ended by Slurm's own ``scancel``. The
 module's stdout/stderr land in the metadata dir; Slurm's own log of the entry goes to the job's
 scratch dir in the record store. The job's environment is the submitter's WITHOUT any credential
 (sbatch runs without them and exports the rest; slurmctld saves what it exports, ``scontrol show job
@@ -21,6 +22,7 @@ import math
 import os
 import shlex
 import subprocess
+import time
 
 from pydantic import Field
 
@@ -48,6 +50,8 @@ class SlurmSettings(LauncherSettings):
     poll_interval: float = Field(2.0, gt=0)
     log_push_interval: float | None = Field(None, ge=0)
     kill_grace: float | None = Field(None, ge=0)
+    cancel_grace_s: float = Field(30.0, ge=0, description="how long cancel waits for the entry to end the job "
+                                  "after its SIGTERM before Slurm ends it (scancel)")
 
 
 class SlurmLauncher(Launcher):
@@ -126,13 +130,20 @@ class SlurmLauncher(Launcher):
 
     def kill(self, record: JobRecord) -> None:
         """SIGTERM to every step, the batch step (the entry) included: the entry records the cancel. A job
-        allocated whose batch step has not started yet has no one to get a signal (CI saw one run its
-        whole 60 s after such a cancel), so it is ended instead, as a pending one."""
+        allocated whose batch step has not started yet has no one to get a signal, so it is ended at once,
+        as a pending one. A signal can still be lost as the step starts (CI saw a job run its whole 60 s
+        after one): a job Slurm still runs after ``cancel_grace_s`` is ended by Slurm itself (``scancel``:
+        SIGTERM to every process, SIGKILL after the cluster's KillWait)."""
         job = str(record.backend_id)
         self._run(["scancel", "--full", "--signal=TERM", job], "scancel", check=False)
         steps = self._run(["squeue", "--noheader", "--steps", "--jobs", job, "--format=%i"], "squeue", check=False)
-        if f"{job}.batch" not in steps.stdout.split():
-            self._run(["scancel", job], "scancel", check=False)
+        if f"{job}.batch" in steps.stdout.split():
+            deadline = time.monotonic() + self.settings_.cancel_grace_s
+            while time.monotonic() < deadline:
+                if self.poll(record).state.terminal:
+                    return
+                time.sleep(min(self.settings_.poll_interval, 0.5))
+        self._run(["scancel", job], "scancel", check=False)
 
     def cleanup(self, record: JobRecord) -> None:
         (self.store.job_dir(record.job_id) / "credentials.json").unlink(missing_ok=True)

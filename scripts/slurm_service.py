@@ -15,9 +15,10 @@ file — and munge's key, socket, pid, log and seed, so the system's munge (``/e
   node line from ``slurmd -C`` with ``NodeAddr=127.0.0.1``, one default partition, SlurmUser=root,
   proctrack/linuxproc and task/none (no cgroups), select/cons_tres with CR_Core, MinJobAge=3600 (a
   finished job stays visible to ``scontrol show job`` for an hour: there is no slurmdbd, so no
-  ``sacct``), batch_sched_delay=0, accounting_storage/none, jobcomp/filetxt. Ports are free ones
-  picked at start; ``CommunicationParameters=NoCtldInAddrAny,NoInAddrAny`` makes the daemons bind the
-  address the host name resolves to instead of every interface.
+  ``sacct``), KillWait=5 (a job Slurm ends gets SIGKILL 5 s after its SIGTERM, not 30),
+  batch_sched_delay=0, accounting_storage/none, jobcomp/filetxt. Ports are free ones picked at start;
+  ``CommunicationParameters=NoCtldInAddrAny,NoInAddrAny`` makes the daemons bind the address the host
+  name resolves to instead of every interface.
 * The daemons run in the foreground (``-D``/``-F``) as children started in their own sessions, so
   their pids are ours (pid files ``munged.pid``, ``slurmctld.pid``, ``slurmd.pid``); start waits until
   ``sinfo`` shows the node idle. stop cancels the jobs still queued or running, then stops slurmd,
@@ -205,6 +206,7 @@ SelectTypeParameters=CR_Core
 MpiDefault=none
 ReturnToService=2
 MinJobAge=3600
+KillWait=5
 SchedulerParameters=batch_sched_delay=0
 AccountingStorageType=accounting_storage/none
 JobAcctGatherType=jobacct_gather/none

@@ -41,7 +41,7 @@ def _pair(name: str, request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyP
         monkeypatch.setenv("GPSTAGE_SIF_CACHE", str(request.getfixturevalue("sif_cache")))
         if launcher == "slurm":
             monkeypatch.setenv("SLURM_CONF", request.getfixturevalue("slurm_conf"))
-            settings = {**settings, "poll_interval": 0.3, "staging_grace_s": 60}
+            settings = {**settings, "poll_interval": 0.3, "staging_grace_s": 60, "cancel_grace_s": 10}
         return Pair(launcher, settings, images["bash-module"])
     if launcher == "batch":  # a local Batch API that runs real containers on the private dockerd
         q = request.getfixturevalue("batch_queue")

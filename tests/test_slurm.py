@@ -79,3 +79,23 @@ def test_sbatch_missing_partition_is_a_clear_error(tmp_path: Path, slurm, images
     spec = lay_out_job(tmp_path / "d", "nfs:///", image=images["bash-module"])
     with pytest.raises(GpstageError, match="sbatch failed"):
         slurm("process", partition="no-such-partition").submit(spec)
+
+
+def test_a_job_whose_entry_missed_the_signal_is_ended_by_slurm(tmp_path: Path, slurm, images) -> None:
+    """The entry's SIGTERM can be lost as the batch step starts (CI saw a job then run its whole 60 s):
+    after ``cancel_grace_s`` Slurm ends the job itself, and the record says CANCELLED. Here the entry
+    is one that ignores SIGTERM and never records anything."""
+    started_file = tmp_path / "deaf-started"
+    deaf = tmp_path / "deaf-entry"
+    deaf.write_text(f"#!/bin/bash\ntrap '' TERM\ntouch '{started_file}'\nsleep 120\n")
+    deaf.chmod(0o755)
+    spec = lay_out_job(tmp_path / "g", "nfs:///", image=images["bash-module"], sleep_s=120)
+    handle = slurm("process", entry_command=str(deaf), cancel_grace_s=2).submit(spec)
+    deadline = time.monotonic() + 60
+    while not started_file.exists():  # the batch step runs: the signal reaches it, and it is ignored
+        assert time.monotonic() < deadline
+        time.sleep(0.2)
+    started = time.monotonic()
+    record = handle.cancel()
+    assert (record.state, record.message) == (JobState.CANCELLED, "cancelled before the entry recorded an end")
+    assert time.monotonic() - started < 30
