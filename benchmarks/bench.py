@@ -65,8 +65,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                    "same 256 MiB down; 0.59-0.91 s for the same 1,000 small files), so 3 leave the median to chance; "
                    "at least --reps")
     p.add_argument("--large-reps", type=int, default=None, metavar="N", help="repetitions on (e) huge on SeaweedFS "
-                   "(default 5; 1 with --quick): it swings like (b), but each repetition stores ~9 GiB on the local "
-                   "server, and 7 filled a 73 GB disk; at least --reps")
+                   "(default 7; 1 with --quick): it swings like (b); each repetition stores ~9 GiB on the local "
+                   "server, deleted and vacuumed before the next; at least --reps")
     p.add_argument("--servers", default="seaweedfs,moto", help="comma list of seaweedfs, moto (default both)")
     p.add_argument("--datasets", default="all", help="comma list of a-g or small,big,noop,gsea,huge,noop100k,gpjob "
                    "(default all; --quick has no (f) noop100k)")
@@ -84,7 +84,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     args.reps = args.reps if args.reps is not None else (1 if args.quick else 3)
     args.gpjob_reps = max(args.reps, args.gpjob_reps if args.gpjob_reps is not None else (1 if args.quick else 7))
     args.close_reps = max(args.reps, args.close_reps if args.close_reps is not None else (1 if args.quick else 7))
-    args.large_reps = max(args.reps, args.large_reps if args.large_reps is not None else (1 if args.quick else 5))
+    args.large_reps = max(args.reps, args.large_reps if args.large_reps is not None else (1 if args.quick else 7))
     if min(args.reps, args.moto_reps, args.fsspec_gsea_reps) < 1:
         p.error("--reps, --moto-reps and --fsspec-gsea-reps must be at least 1")
     args.servers = _choose(p, "--servers", args.servers, list(SERVERS))
