@@ -51,7 +51,8 @@ class SlurmSettings(LauncherSettings):
     log_push_interval: float | None = Field(None, ge=0)
     kill_grace: float | None = Field(None, ge=0)
     cancel_grace_s: float = Field(30.0, ge=0, description="how long cancel waits for the entry to end the job "
-                                  "after its SIGTERM before Slurm ends it (scancel)")
+                                  "after its SIGTERM before Slurm ends it (scancel); longer than pushing a "
+                                  "cancelled job's outputs and logs takes")
 
 
 class SlurmLauncher(Launcher):
