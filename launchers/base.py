@@ -102,6 +102,16 @@ class Launcher(ABC):
         """Stop the job: SIGTERM to the entry first (it forwards it, records CANCELLED, pushes the logs),
         the backend's hard kill only after a grace. A no-op if it already ended."""
 
+    def ended_within(self, record: JobRecord, seconds: float) -> bool:
+        """Whether the backend reports ``record``'s job ended within ``seconds`` (asked every poll interval, at
+        most 0.5 s): a :meth:`kill` that asked the entry first waits this long before the backend's hard kill."""
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            if self.poll(record).state.terminal:
+                return True
+            time.sleep(min(self.settings.poll_interval, 0.5))
+        return False
+
     def find(self, record: JobRecord) -> str | None:
         """The backend id of the entry started for ``record`` when the submitter died before recording it
         (a container labelled with the job id, a Batch job by name…), or None: nothing was started."""

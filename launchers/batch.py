@@ -30,7 +30,6 @@ import math
 import os
 import platform
 import re
-import time
 import uuid
 from typing import Any
 
@@ -329,13 +328,8 @@ class BatchLauncher(Launcher):
         if s.cancel_poll_interval > 0 and not s.legacy:  # runS3OnBatch.sh's images may not run gpstage-entry
             jobs = self._call("describe_jobs", self.client.describe_jobs, jobs=[record.backend_id]).get("jobs", [])
             status = jobs[0]["status"] if jobs else None
-            if status in ("STARTING", "RUNNING") and self._request_cancel(record):
-                deadline = time.monotonic() + s.cancel_grace_s
-                while time.monotonic() < deadline:
-                    jobs = self._call("describe_jobs", self.client.describe_jobs, jobs=[record.backend_id]).get("jobs", [])
-                    if not jobs or jobs[0]["status"] in ENDED:
-                        return
-                    time.sleep(min(s.poll_interval, 0.5))
+            if status in ("STARTING", "RUNNING") and self._request_cancel(record) and self.ended_within(record, s.cancel_grace_s):
+                return
         self._call("terminate_job", self.client.terminate_job, jobId=record.backend_id, reason="cancelled through gpstage")
 
     def _request_cancel(self, record: JobRecord) -> bool:

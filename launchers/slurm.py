@@ -22,7 +22,6 @@ import math
 import os
 import shlex
 import subprocess
-import time
 
 from pydantic import Field
 
@@ -138,12 +137,8 @@ class SlurmLauncher(Launcher):
         job = str(record.backend_id)
         self._run(["scancel", "--full", "--signal=TERM", job], "scancel", check=False)
         steps = self._run(["squeue", "--noheader", "--steps", "--jobs", job, "--format=%i"], "squeue", check=False)
-        if f"{job}.batch" in steps.stdout.split():
-            deadline = time.monotonic() + self.settings_.cancel_grace_s
-            while time.monotonic() < deadline:
-                if self.poll(record).state.terminal:
-                    return
-                time.sleep(min(self.settings_.poll_interval, 0.5))
+        if f"{job}.batch" in steps.stdout.split() and self.ended_within(record, self.settings_.cancel_grace_s):
+            return
         self._run(["scancel", job], "scancel", check=False)
 
     def cleanup(self, record: JobRecord) -> None:
