@@ -17,11 +17,9 @@ is refused with an error that says how to reference it instead (docs/design.md �
 
 from __future__ import annotations
 
-import dataclasses
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from gpstage.config import config_path, load_config
 from gpstage.errors import BadInput
@@ -38,35 +36,18 @@ _LITERAL_SECRETS = {
 }
 
 
-@dataclass(frozen=True)
-class RetrySettings:
-    """A profile's ``retry = {attempts = 8, base_delay = 0.5, max_delay = 5}``."""
-
-    attempts: int = RetryPolicy.attempts
-    base_delay: float = RetryPolicy.base_delay
-    max_delay: float = RetryPolicy.max_delay
-    __pydantic_config__ = {"extra": "forbid"}
-
-    def __post_init__(self) -> None:
-        if self.attempts < 1:
-            raise ValueError(f"attempts is {self.attempts}; give 1 or more")
-        if self.base_delay < 0 or self.max_delay < 0:
-            raise ValueError("base_delay and max_delay must be 0 or more")
-
-
-@dataclass(frozen=True)
-class StorageProfile:
+class StorageProfile(NamedTuple):
     """Settings for URLs under one prefix. Credentials only by reference.
 
-    A plain dataclass, not a pydantic model: every sync reads its profile, and most settings files have
-    none, so pydantic is imported only to validate tables that exist (:func:`load_profiles`;
-    docs/design.md §19)."""
+    A NamedTuple, not a pydantic model nor a dataclass: every sync reads its profile and most settings
+    files have none, so pydantic is imported only to validate tables that exist (:func:`load_profiles`),
+    and the sync path imports no ``dataclasses`` (docs/design.md §19)."""
 
     endpoint: str | None = None  # service endpoint URL (S3-compatible store, emulator)
     region: str | None = None
     connect_timeout: float | None = None
     read_timeout: float | None = None
-    retry: RetrySettings | None = None
+    retry: RetryPolicy | None = None  # retry = {attempts = 8, base_delay = 0.5, max_delay = 5}
     # credentials, by reference
     aws_profile: str | None = None  # a profile of the AWS config/credentials files
     access_key_id_env: str | None = None  # NAME of the variable holding the access key id
@@ -87,26 +68,27 @@ class StorageProfile:
     input_cache: bool | None = None  # inputs dirs under this prefix go through the cache (a spec's input_cache wins)
     input_cache_root: str | None = None  # URL of the cache, on the same store; default <storage_root>/.gpstage-cache
     input_cache_min_size: int | None = None  # smaller files are uploaded as they are; default 1 MiB
-    __pydantic_config__ = {"extra": "forbid"}
 
-    def __post_init__(self) -> None:
-        for name in ("connect_timeout", "read_timeout"):
-            value = getattr(self, name)
-            if value is not None and value <= 0:
-                raise ValueError(f"{name} is {value}; give a number of seconds above 0")
+    def problems(self) -> list[str]:
+        """What the field types cannot say: ranges, and settings that need another one."""
+        out = [f"{name} is {value:g}; give a number of seconds above 0"
+               for name, value in (("connect_timeout", self.connect_timeout), ("read_timeout", self.read_timeout))
+               if value is not None and value <= 0]
+        if self.retry is not None and self.retry.attempts < 1:
+            out.append(f"retry.attempts is {self.retry.attempts}; give 1 or more")
+        if self.retry is not None and (self.retry.base_delay < 0 or self.retry.max_delay < 0):
+            out.append("retry.base_delay and retry.max_delay must be 0 or more")
         if self.s3_sse is not None and self.s3_sse not in ("AES256", "aws:kms", "aws:kms:dsse"):
-            raise ValueError(f"s3_sse is {self.s3_sse!r}; give AES256, aws:kms or aws:kms:dsse")
+            out.append(f"s3_sse is {self.s3_sse!r}; give AES256, aws:kms or aws:kms:dsse")
         if self.s3_sse_kms_key_id is not None and not (self.s3_sse or "").startswith("aws:kms"):
-            raise ValueError("s3_sse_kms_key_id needs s3_sse = \"aws:kms\" (or aws:kms:dsse)")
+            out.append("s3_sse_kms_key_id needs s3_sse = \"aws:kms\" (or aws:kms:dsse)")
         if self.input_cache_min_size is not None and self.input_cache_min_size < 0:
-            raise ValueError(f"input_cache_min_size is {self.input_cache_min_size}; give 0 or more bytes")
-
-    def retry_policy(self) -> RetryPolicy | None:
-        return RetryPolicy(**dataclasses.asdict(self.retry)) if self.retry else None
+            out.append(f"input_cache_min_size is {self.input_cache_min_size}; give 0 or more bytes")
+        return out
 
     def settings(self) -> dict[str, Any]:
         """The settings that are set, as written in the file."""
-        return {k: v for k, v in dataclasses.asdict(self).items() if v is not None}
+        return {k: v._asdict() if isinstance(v, RetryPolicy) else v for k, v in self._asdict().items() if v is not None}
 
     def s3_write_headers(self) -> dict[str, str]:
         """The headers every S3 write (PutObject, CreateMultipartUpload, CopyObject) carries."""
@@ -163,9 +145,12 @@ def _validated(prefix: str, table: Mapping[str, Any]) -> StorageProfile:
     from gpstage.validation import format_validation_error
 
     try:
-        return TypeAdapter(StorageProfile).validate_python(dict(table))
+        profile = TypeAdapter(StorageProfile).validate_python(dict(table))
     except ValidationError as err:
         raise BadInput(format_validation_error(err, f"storage profile {prefix!r}"), f"fix it in {config_path()}") from None
+    if problems := profile.problems():
+        raise BadInput(f"storage profile {prefix!r}: " + "; ".join(problems), f"fix it in {config_path()}")
+    return profile
 
 
 def profile_for(url: str, profiles: Mapping[str, StorageProfile] | None = None) -> tuple[str, StorageProfile] | None:

@@ -8,8 +8,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
-from typing import TypeVar
+from typing import NamedTuple, TypeVar
 
 from gpstage import aio
 
@@ -80,9 +79,11 @@ def is_transient(exc: BaseException) -> bool:
     return error_code(exc) in TRANSIENT_CODES
 
 
-@dataclass(frozen=True)
-class RetryPolicy:
-    """``attempts`` tries in all, waiting ``base_delay * 2**n`` (capped, with jitter) between them."""
+class RetryPolicy(NamedTuple):
+    """``attempts`` tries in all, waiting ``base_delay * 2**n`` (capped, with jitter) between them.
+
+    A NamedTuple, as every value type on the sync path (docs/design.md §19): a storage profile's
+    ``retry = {...}`` table is validated as one, and it costs no ``dataclasses`` import."""
 
     attempts: int = 5
     base_delay: float = 0.2

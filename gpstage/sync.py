@@ -14,7 +14,6 @@ import hashlib
 import os
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
 
 from gpstage import aio
@@ -54,14 +53,16 @@ class SyncError(StorageError):
         self.report = report
 
 
-@dataclass
 class Plan:
-    copy: list[str] = field(default_factory=list)
-    fix_meta: list[str] = field(default_factory=list)
-    delete: list[str] = field(default_factory=list)
-    make_dirs: list[str] = field(default_factory=list)
-    remove_dirs: list[str] = field(default_factory=list)
-    skipped: int = 0
+    """What a sync will do, by relative path."""
+
+    def __init__(self) -> None:
+        self.copy: list[str] = []
+        self.fix_meta: list[str] = []  # same content; only mode or mtime to fix
+        self.delete: list[str] = []
+        self.make_dirs: list[str] = []
+        self.remove_dirs: list[str] = []
+        self.skipped = 0
 
     def nbytes(self, src: Tree) -> int:
         return sum(src.files[r].size for r in self.copy)

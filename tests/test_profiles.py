@@ -54,6 +54,24 @@ def test_unknown_keys_are_refused(config) -> None:
         load_profiles()
 
 
+@pytest.mark.parametrize(("table", "message"), [
+    ("connect_timeout = 0", "connect_timeout is 0; give a number of seconds above 0"),
+    ("retry = {attempts = 0}", "retry.attempts is 0; give 1 or more"),
+    ("retry = {attemps = 3}", "retry.attemps: unknown key"),
+    ("retry = {base_delay = -1}", "retry.base_delay and retry.max_delay must be 0 or more"),
+    ('s3_sse = "aes"', "s3_sse is 'aes'; give AES256"),
+    ('s3_sse_kms_key_id = "k"', 's3_sse_kms_key_id needs s3_sse = "aws:kms"'),
+    ("input_cache_min_size = -1", "input_cache_min_size is -1; give 0 or more bytes"),
+    ('read_timeout = "soon"', "read_timeout: Input should be a valid number"),
+])
+def test_out_of_range_settings_are_refused_naming_the_setting(config, table: str, message: str) -> None:
+    path = config(f'[storage."s3://b/"]\n{table}\n')
+    with pytest.raises(BadInput) as err:
+        load_profiles()
+    assert err.value.problem.startswith("storage profile 's3://b/': ") and message in err.value.problem
+    assert err.value.fix == f"fix it in {path}"
+
+
 def test_config_show_masks_every_secret(config, monkeypatch: pytest.MonkeyPatch) -> None:
     config('[storage."s3://b/"]\nendpoint = "http://127.0.0.1:1"\naccess_key_id_env = "GP_KEY"\n'
            'secret_access_key_env = "GP_SECRET"\nretry = {attempts = 7}\n')

@@ -49,7 +49,7 @@ def effective(url: str) -> dict[str, Any]:
         if profile.key_file:
             settings["key_file"] = f"{profile.key_file} ({'exists' if os.path.exists(profile.key_file) else 'MISSING'})"
         out["settings"] = settings
-    retry = (profile.retry_policy() if profile else None) or RetryPolicy()
+    retry = (profile.retry if profile else None) or RetryPolicy()
     out["retry"] = {"attempts": retry.attempts, "base_delay": retry.base_delay, "max_delay": retry.max_delay}
     prefixes = SCHEME_ENV_PREFIXES.get(scheme, ())
     out["environment"] = {k: mask(k, v) for k, v in sorted(os.environ.items()) if prefixes and k.startswith(prefixes)}

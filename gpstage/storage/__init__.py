@@ -39,7 +39,7 @@ async def open_tree(url: str, report: TransferReport, retry: RetryPolicy | None 
         if retry is None:
             from gpstage.profiles import settings_for
 
-            retry = settings_for(url).retry_policy() or RetryPolicy()
+            retry = settings_for(url).retry or RetryPolicy()
         yield provider.tree(url, client, retry, report)
     finally:
         await provider.disconnect(client)

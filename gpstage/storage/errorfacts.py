@@ -8,7 +8,7 @@ never re-walk the chain themselves.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from gpstage.retry import cause_chain, error_code, http_status
 
@@ -17,8 +17,7 @@ UNREACHABLE_NAMES = frozenset({"ClientConnectorError", "ClientConnectorDNSError"
                                "ServerTimeoutError", "ConnectionTimeoutError", "SocketTimeoutError"})
 
 
-@dataclass(frozen=True)
-class ErrorFacts:
+class ErrorFacts(NamedTuple):
     chain: tuple[BaseException, ...]  # the exception and its causes, outermost first
     names: frozenset[str]  # their class names (SDK classes are matched by name: the SDK may be absent)
     status: int | None  # the HTTP status, if any layer kept one

@@ -33,7 +33,6 @@ import http.client
 import os
 import socket
 import threading
-from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -50,13 +49,13 @@ def proxied() -> bool:
     return any(os.environ.get(v) or os.environ.get(v.upper()) for v in PROXY_VARIABLES)
 
 
-@dataclass
 class PlainResponse:
     """The little of aiohttp's response the client reads: status, headers, body."""
 
-    status: int
-    headers: Any  # http.client.HTTPMessage: .get() as aiohttp's headers
-    body: bytes
+    def __init__(self, status: int, headers: Any, body: bytes) -> None:
+        self.status = status
+        self.headers = headers  # http.client.HTTPMessage: .get() as aiohttp's headers
+        self.body = body
 
     async def read(self) -> bytes:
         return self.body

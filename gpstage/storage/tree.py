@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import fnmatch
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
 
 from gpstage.errors import UnsafePath
 
@@ -18,18 +17,28 @@ SHA256_META = "gpstagesha256"  # user-metadata key of a content hash (letters on
 TEMP_PREFIX = ".gpstage-tmp."  # downloads land as .gpstage-tmp.<pid>.<random>.<name>, then are renamed
 
 
-@dataclass(slots=True)
 class Entry:
-    """One file. ``mtime_ns``/``mode`` are the source file's (local stat, or the manifest for objects)."""
+    """One file. ``mtime_ns``/``mode`` are the source file's (local stat, or the manifest for objects).
 
-    size: int
-    mtime_ns: int | None = None
-    mode: int | None = None
-    etag: str | None = None  # object stores: identifies the stored bytes
-    md5: str | None = None  # hex, when the store or the manifest knows it
-    modified_ns: int | None = None  # object stores: when the object was written (LastModified)
-    path: str | None = None  # local stores: the absolute path to read (symlinks resolved)
-    sha256: str | None = None  # hex: an input-cache object's gpstagesha256 metadata (RemoteTree.stat)
+    Plain classes with slots, the records of every listing: ``dataclasses`` would cost a 20-file sync
+    ~10 ms of start-up (docs/design.md §19)."""
+
+    __slots__ = ("size", "mtime_ns", "mode", "etag", "md5", "modified_ns", "path", "sha256")
+
+    def __init__(self, size: int, mtime_ns: int | None = None, mode: int | None = None, etag: str | None = None,
+                 md5: str | None = None, modified_ns: int | None = None, path: str | None = None,
+                 sha256: str | None = None) -> None:
+        self.size = size
+        self.mtime_ns = mtime_ns
+        self.mode = mode
+        self.etag = etag  # object stores: identifies the stored bytes
+        self.md5 = md5  # hex, when the store or the manifest knows it
+        self.modified_ns = modified_ns  # object stores: when the object was written (LastModified)
+        self.path = path  # local stores: the absolute path to read (symlinks resolved)
+        self.sha256 = sha256  # hex: an input-cache object's gpstagesha256 metadata (RemoteTree.stat)
+
+    def __repr__(self) -> str:
+        return "Entry(" + ", ".join(f"{k}={getattr(self, k)!r}" for k in self.__slots__ if getattr(self, k) is not None) + ")"
 
     @property
     def time_ns(self) -> int | None:
@@ -37,10 +46,12 @@ class Entry:
         return self.mtime_ns if self.mtime_ns is not None else self.modified_ns
 
 
-@dataclass(slots=True)
 class Tree:
-    files: dict[str, Entry] = field(default_factory=dict)
-    dirs: dict[str, int | None] = field(default_factory=dict)  # rel path -> mode (None: unknown)
+    __slots__ = ("files", "dirs")
+
+    def __init__(self, files: dict[str, Entry] | None = None, dirs: dict[str, int | None] | None = None) -> None:
+        self.files = {} if files is None else files
+        self.dirs = {} if dirs is None else dirs  # rel path -> mode (None: unknown)
 
 
 def is_reserved(name: str) -> bool:
