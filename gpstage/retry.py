@@ -6,7 +6,6 @@ policy says and every retry is counted in the transfer report instead of hiding 
 
 from __future__ import annotations
 
-import random
 from collections.abc import Awaitable, Callable
 from typing import NamedTuple, TypeVar
 
@@ -90,6 +89,8 @@ class RetryPolicy(NamedTuple):
     max_delay: float = 5.0
 
     def delay(self, attempt: int) -> float:
+        import random  # on the first retry: not every sync's start-up (docs/design.md §19)
+
         return min(self.max_delay, self.base_delay * 2**attempt) * (0.5 + random.random() / 2)
 
     async def run(self, op: Callable[[], Awaitable[T]], on_retry: Callable[[BaseException], None] | None = None,

@@ -9,7 +9,6 @@ The interfaces a provider implements: :mod:`gpstage.storage.base`.
 from __future__ import annotations
 
 import os
-import shutil
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -103,6 +102,8 @@ async def remove_tree(url: str, retry: RetryPolicy | None = None) -> int:
 
 
 def _remove_local(root: str) -> int:
+    import shutil  # here: shutil loads bz2, lzma and zlib, ~2 ms of every sync's start-up (docs/design.md §19)
+
     count = sum(len(files) for _, _, files in os.walk(root))
     shutil.rmtree(root, ignore_errors=True)
     return count

@@ -9,7 +9,6 @@ dead writer are removed by the next sync that lists the directory.
 from __future__ import annotations
 
 import os
-import secrets
 import stat
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -24,7 +23,7 @@ _MODES: dict[int, int] = {}  # one int object per file mode: a 100,000-file tree
 
 def temp_name(path: str) -> str:
     head, name = os.path.split(path)
-    return os.path.join(head, f"{TEMP_PREFIX}{os.getpid()}.{secrets.token_hex(4)}.{name}"[:255])
+    return os.path.join(head, f"{TEMP_PREFIX}{os.getpid()}.{os.urandom(4).hex()}.{name}"[:255])
 
 
 def _stale_temp(name: str) -> bool:

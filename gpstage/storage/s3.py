@@ -98,7 +98,7 @@ class S3Provider(RemoteProvider):
         await client.close()
 
     def runs_on_threads(self, url: str) -> bool:
-        """Without a proxy: every request then goes over http.client in a thread (s3client's docstring)."""
+        """Without a proxy: every request then goes over the plain transport (s3plain) in a thread (s3client's docstring)."""
         from gpstage.storage.s3plain import proxied
 
         return not proxied()

@@ -1,6 +1,6 @@
 """gpstage's own S3 client: the few requests a sync needs, signed with SigV4 by one signer, sent by
 whichever transport suits them: small answers (listings, HEADs, deletes, a multipart upload's start and
-end) and multipart parts over the standard library (:mod:`gpstage.storage.s3plain`), as are downloads
+end) and multipart parts over plain HTTP/1.1 connections (:mod:`gpstage.storage.s3plain`), as are downloads
 above 1 MiB and a client's first PLAIN_FIRST whole-object GETs and PUTs; the other small GETs of a
 download and single PUTs through obstore's fast lane (:mod:`gpstage.storage.s3lane`) when it takes them
 (never on gpstage.aio's threads); ranged reads of inputs and server-side copies over an aiohttp session
@@ -50,7 +50,7 @@ from gpstage.storage.source import FileRange
 
 DOWNLOAD_CHUNK = 2**20  # aiohttp's blocks of a download, with a proxy
 NOT_TAKEN = object()  # what S3Client._in_lane answers when the request is the own client's to send
-PLAIN_FIRST = 32  # a client's first whole-object GETs and PUTs go over http.client, the rest through the lane
+PLAIN_FIRST = 32  # a client's first whole-object GETs and PUTs go over s3plain, the rest through the lane
 UNSIGNED = "UNSIGNED-PAYLOAD"  # the body is protected by TLS, Content-MD5 and size checks, not the signature
 
 
@@ -204,7 +204,7 @@ class S3Client:
                        whole: bool = False) -> Any:
         """``op(lane)`` when the lane takes ``key`` (``writes``: and the write needs no header of the own
         client's); :data:`NOT_TAKEN` otherwise, and for the first :data:`PLAIN_FIRST` ``whole``-object
-        requests, which http.client sends, and on gpstage.aio's threads (the lane's calls need a loop). A store
+        requests, which s3plain sends, and on gpstage.aio's threads (the lane's calls need a loop). A store
         that refuses the lane's clock gets NOT_TAKEN too, and from then on every request of this client's,
         which adopts the store's clock."""
         if self.lane is None or not self.lane.takes(key) or (writes and self.write_headers) or aio.on_threads():
@@ -260,7 +260,7 @@ class S3Client:
     async def get_into(self, bucket: str, key: str, into: FileRange, etag: str | None, ranged: bool) -> None:
         """The listed object's bytes ``into`` that part of an existing file (``ranged``: a Range GET for
         them, else the whole object), conditional on the listed ``etag`` so that an object replaced
-        meanwhile is never mixed. Over http.client the worker thread writes them as they arrive
+        meanwhile is never mixed. Over s3plain the worker thread writes them as they arrive
         (:func:`~gpstage.storage.s3plain.receive_file`); with a proxy, aiohttp's blocks are written in a thread."""
         headers = {"If-Match": etag} if etag else {}
         if ranged:
@@ -337,7 +337,7 @@ class S3Client:
         return child_text(ElementTree.fromstring(text), "ETag") or ""
 
     async def upload_part(self, bucket: str, key: str, upload_id: str, number: int, data: bytes | FileRange) -> str:
-        """One UploadPart; returns its ETag. http.client in a worker thread sends a :class:`FileRange` from
+        """One UploadPart; returns its ETag. s3plain in a worker thread sends a :class:`FileRange` from
         the file itself (``sendfile``) and bytes as they are, without a copy; aiohttp (a proxy is set) the bytes."""
         if isinstance(data, FileRange) and self.plain is None:
             data = await aio.to_thread(data.read)

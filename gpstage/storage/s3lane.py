@@ -6,7 +6,7 @@ Why: a sync of many small files is bound by the client's cost per request. In gp
 (aiohttp, one event loop) that cost is Python's, serialised by the GIL on one core; obstore (Python
 bindings of Rust's ``object_store``) signs, sends and parses in Rust, on every core, and imports in
 ~30 ms where aiohttp takes ~130 ms (docs/design.md, "The S3 fast lane", has the measurements). Larger
-objects come down over http.client (:mod:`gpstage.storage.s3plain`): obstore's streams were slower there.
+objects come down over plain HTTP/1.1 connections (:mod:`gpstage.storage.s3plain`): obstore's streams were slower there.
 
 How, and why so: obstore's *blocking* calls run in this lane's own pool of threads (the GIL is released
 while Rust works), not its ``*_async`` calls, which hand Python futures to Rust worker threads: a bare

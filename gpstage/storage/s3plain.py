@@ -1,6 +1,7 @@
-"""S3 requests over the standard library's http.client, each in a worker thread: those with small
-answers (listings, HEADs, deletes, multipart parts, a client's first whole-object GETs and PUTs), and
-the downloads above 1 MiB, written into their file as they arrive.
+"""S3 requests over plain HTTP/1.1 connections (:mod:`gpstage.storage.http1`, not http.client: its import
+alone took a sixth of a job dir's sync), each in a worker thread: those with small answers (listings,
+HEADs, deletes, multipart parts, a client's first whole-object GETs and PUTs), and the downloads above
+1 MiB, written into their file as they arrive.
 
 Why: a sync of a GenePattern job dir (20 small files) is mostly start-up, and importing aiohttp costs
 ~0.13 s of it (it builds two SSL contexts at import, even for an http endpoint). With the fast lane
@@ -29,19 +30,19 @@ another dead connection from the pool and the sync fail with every attempt spent
 
 from __future__ import annotations
 
-import http.client
 import os
-import socket
 import threading
 from typing import Any
 from urllib.parse import urlsplit
 
+from gpstage.storage.http1 import Connection, Response
 from gpstage.storage.s3xml import S3ResponseError
 from gpstage.storage.source import FileRange
 
 PROXY_VARIABLES = ("http_proxy", "https_proxy", "all_proxy")
-# How a connection the store closed while it was kept shows on its next request, before any answer.
-STALE = (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError, ConnectionAbortedError)
+# How a connection the store closed while it was kept shows on its next request, before any answer
+# (http1.RemoteDisconnected, when the close arrived before the request, is a ConnectionResetError).
+STALE = (ConnectionResetError, BrokenPipeError, ConnectionAbortedError)
 RESENDABLE = frozenset(("GET", "HEAD", "PUT", "DELETE"))  # idempotent on S3; a POST (multipart) is never sent twice
 
 
@@ -54,7 +55,7 @@ class PlainResponse:
 
     def __init__(self, status: int, headers: Any, body: bytes) -> None:
         self.status = status
-        self.headers = headers  # http.client.HTTPMessage: .get() as aiohttp's headers
+        self.headers = headers  # http1.Headers: .get() as aiohttp's headers
         self.body = body
 
     async def read(self) -> bytes:
@@ -70,7 +71,7 @@ class PlainTransport:
     def __init__(self, connect_timeout: float, read_timeout: float) -> None:
         self.connect_timeout = connect_timeout
         self.read_timeout = read_timeout
-        self.idle: dict[str, list[http.client.HTTPConnection]] = {}
+        self.idle: dict[str, list[Connection]] = {}
         self.lock = threading.Lock()
         self._tls: Any = None
 
@@ -87,14 +88,13 @@ class PlainTransport:
                     raise
         return self._exchange(self._connect(base), base, method, target, headers, body, into)
 
-    def _exchange(self, conn: http.client.HTTPConnection, base: str, method: str, target: str, headers: dict[str, str],
+    def _exchange(self, conn: Connection, base: str, method: str, target: str, headers: dict[str, str],
                   body: bytes | FileRange | None, into: FileRange | None) -> PlainResponse:
         try:
             if isinstance(body, FileRange):
-                send_file(conn, method, target, headers, body)
+                resp = send_file(conn, method, target, headers, body)
             else:
-                conn.request(method, target, body=body, headers=headers)
-            resp = conn.getresponse()
+                resp = conn.request(method, target, headers, body)
             data = receive_file(resp, into) if into is not None and resp.status < 300 else resp.read()
         except BaseException:
             conn.close()
@@ -113,22 +113,16 @@ class PlainTransport:
                     conn.close()
             self.idle.clear()
 
-    def _kept(self, base: str) -> http.client.HTTPConnection | None:
+    def _kept(self, base: str) -> Connection | None:
         with self.lock:
             kept = self.idle.get(base)
             return kept.pop() if kept else None
 
-    def _connect(self, base: str) -> http.client.HTTPConnection:
+    def _connect(self, base: str) -> Connection:
         split = urlsplit(base)
-        if split.scheme == "https":
-            conn: http.client.HTTPConnection = http.client.HTTPSConnection(split.netloc, timeout=self.connect_timeout,
-                                                                           context=self._context())
-        else:
-            conn = http.client.HTTPConnection(split.netloc, timeout=self.connect_timeout)
-        conn._create_connection = _create_connection  # type: ignore[attr-defined]
-        conn.connect()
-        conn.sock.settimeout(self.read_timeout)  # connected: from now on the wait for each read
-        return conn
+        https = split.scheme == "https"
+        return Connection(split.hostname or "", split.port or (443 if https else 80), self.connect_timeout,
+                          self.read_timeout, self._context() if https else None)
 
     def _context(self) -> Any:
         if self._tls is None:
@@ -138,26 +132,16 @@ class PlainTransport:
         return self._tls
 
 
-def _create_connection(address: tuple[str, int], *args: Any, **kwargs: Any) -> socket.socket:
-    """socket.create_connection with an ASCII host name as bytes: a str is encoded by the ``idna`` codec,
-    whose import (stringprep, unicodedata) costs ~2 ms of a job dir's ~0.1 s sync; bytes go as they are."""
-    host, port = address
-    return socket.create_connection((host.encode() if host.isascii() else host, port), *args, **kwargs)
-
-
-def send_file(conn: http.client.HTTPConnection, method: str, target: str, headers: dict[str, str], body: FileRange) -> None:
+def send_file(conn: Connection, method: str, target: str, headers: dict[str, str], body: FileRange) -> Response:
     """The request line and ``headers`` (``host`` among them: it is signed), then the body straight from
-    the file. A file that shrank below the range is an error here: the store would wait for the rest."""
-    conn.putrequest(method, target, skip_host=True, skip_accept_encoding=True)
-    for name, value in headers.items():
-        conn.putheader(name, value)
-    conn.putheader("Content-Length", str(body.length))
-    conn.endheaders()
+    the file; the answer. A file that shrank below the range is an error here: the store would wait for the rest."""
+    conn.sock.sendall(conn.send_head(method, target, headers, body.length))
     with open(body.path, "rb") as f:
         sent = conn.sock.sendfile(f, body.offset, body.length)
     if sent != body.length:
         raise OSError(f"{body.path} shrank while it was uploaded (bytes {body.offset}-{body.offset + body.length - 1} "
                       f"were to be sent, {sent} were there)")
+    return conn.response(method)
 
 
 def changed_since_listed(got: int | None, listed: int) -> S3ResponseError:
@@ -176,7 +160,7 @@ RECEIVE_BLOCK = 128 * 2**10  # see receive_file
 WRITE_SLICE = 32 * 2**10  # see receive_file
 
 
-def receive_file(resp: http.client.HTTPResponse, into: FileRange, chunk: int = RECEIVE_BLOCK) -> bytes:
+def receive_file(resp: Response, into: FileRange, chunk: int = RECEIVE_BLOCK) -> bytes:
     """The body written at ``into.offset`` of the existing file ``into.path`` (its own descriptor, closed
     here: no write outlives the request), read ``chunk`` bytes at a time into one buffer and written in
     ``WRITE_SLICE`` pieces. A body shorter than ``into.length`` is an IncompleteRead: the store closed
@@ -195,7 +179,7 @@ def receive_file(resp: http.client.HTTPResponse, into: FileRange, chunk: int = R
         raise changed_since_listed(resp.length, into.length)
     buffer = bytearray(chunk)
     view = memoryview(buffer)
-    offset, end = into.offset, into.offset + into.length
+    offset = into.offset
     fd = os.open(into.path, os.O_WRONLY | os.O_CLOEXEC)
     try:
         while got := resp.readinto(buffer):
@@ -204,8 +188,6 @@ def receive_file(resp: http.client.HTTPResponse, into: FileRange, chunk: int = R
             offset += got
     finally:
         os.close(fd)
-    if offset != end:
-        raise http.client.IncompleteRead(b"", end - offset)
     return b""
 
 

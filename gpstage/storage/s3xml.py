@@ -4,8 +4,7 @@ its error code in the body, not in the status line."""
 from __future__ import annotations
 
 import re
-from datetime import datetime
-from email.utils import parsedate_to_datetime
+from datetime import datetime, timezone
 from typing import Any
 from urllib.parse import quote, unquote_plus
 from xml.etree import ElementTree
@@ -25,11 +24,21 @@ class S3ResponseError(Exception):
         self.response = {"Error": {"Code": code, "Message": message}, "ResponseMetadata": {"HTTPStatusCode": status}}
 
 
+_MONTHS = {name: n for n, name in enumerate(("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov",
+                                             "Dec"), 1)}
+
+
 def http_date(value: str | None) -> datetime | None:
-    """An HTTP date header (HEAD's Last-Modified, a refusal's Date); None if absent or unreadable."""
+    """An HTTP date header (HEAD's Last-Modified, a refusal's Date) in the one form HTTP/1.1 senders use,
+    ``Sun, 06 Nov 1994 08:49:37 GMT``; None if absent or in another form. Read here, not by
+    ``email.utils``, whose import the sync path would pay for (docs/design.md §19)."""
     try:
-        return parsedate_to_datetime(value) if value else None
-    except (TypeError, ValueError):
+        _weekday, day, month, year, clock, zone = (value or "").split()
+        hour, minute, second = clock.split(":")
+        if zone not in ("GMT", "UTC", "+0000"):
+            return None
+        return datetime(int(year), _MONTHS[month], int(day), int(hour), int(minute), int(second), tzinfo=timezone.utc)
+    except (ValueError, KeyError):
         return None
 
 
