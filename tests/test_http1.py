@@ -98,8 +98,10 @@ def test_a_request_goes_as_given_with_its_length(serve) -> None:
     conn.request("POST", "/b/k?uploads", {"host": "h:1"}).read()
     conn.close()
     server.thread.join(timeout=5)
-    assert server.requests == [b"PUT /b/a%20b?x=1 HTTP/1.1\r\nhost: h:1\r\nx-amz-date: d\r\nContent-Length: 4\r\n\r\nbody",
-                               b"POST /b/k?uploads HTTP/1.1\r\nhost: h:1\r\nContent-Length: 0\r\n\r\n"]
+    assert server.requests == [b"PUT /b/a%20b?x=1 HTTP/1.1\r\nhost: h:1\r\nx-amz-date: d\r\nAccept-Encoding: identity\r\n"
+                               b"Content-Length: 4\r\n\r\nbody",
+                               b"POST /b/k?uploads HTTP/1.1\r\nhost: h:1\r\nAccept-Encoding: identity\r\n"
+                               b"Content-Length: 0\r\n\r\n"]
 
 
 def test_an_http10_answer_or_connection_close_is_not_kept(serve) -> None:

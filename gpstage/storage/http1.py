@@ -72,9 +72,11 @@ class Connection:
 
     def send_head(self, method: str, target: str, headers: dict[str, str], length: int | None) -> bytes:
         """The request line and headers (``host`` among them: the caller signed it), with a Content-Length
-        when there is a body (``length``), as bytes for the caller to send."""
+        when there is a body (``length``), as bytes for the caller to send. ``Accept-Encoding: identity``
+        as http.client sent it: a compressing proxy in front of a store must not hand back gzip."""
         lines = [f"{method} {target} HTTP/1.1"]
         lines += [f"{name}: {value}" for name, value in headers.items()]
+        lines.append("Accept-Encoding: identity")
         if length is not None:
             lines.append(f"Content-Length: {length}")
         return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
