@@ -107,7 +107,7 @@ class Connection:
         elif "chunked" in headers.get("transfer-encoding", "").lower():
             resp.chunked = True
         elif (cl := headers.get("content-length")) is not None:
-            if not cl.strip().isdigit():
+            if not (cl.strip().isascii() and cl.strip().isdigit()):
                 raise ProtocolError(f"bad Content-Length {cl!r}")
             resp.length = resp.remaining = int(cl)
         else:
