@@ -59,11 +59,11 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--gpjob-reps", type=int, default=None, metavar="N", help="repetitions on (g) gpjob on SeaweedFS "
                    "(default 7; 1 with --quick): a run there takes ~0.1 s, so a few 10 ms of start-up jitter in one "
                    "repetition moves a median of 3 by a third, and 7 cost ~1 minute; at least --reps")
-    p.add_argument("--close-reps", type=int, default=None, metavar="N", help="repetitions on (a) small and (b) big on "
-                   "SeaweedFS (default 7; 1 with --quick): their targets compare within a few per cent, and one "
-                   "repetition's time swings by a third with the VM's page allocation (client CPU 0.5 or 1.5 s for the "
-                   "same 256 MiB down; 0.59-0.91 s for the same 1,000 small files), so 3 leave the median to chance; "
-                   "at least --reps")
+    p.add_argument("--close-reps", type=int, default=None, metavar="N", help="repetitions on (a) small, (b) big and "
+                   "(d) gsea on SeaweedFS (default 7; 1 with --quick): their targets compare within a few per cent, and "
+                   "one repetition's time swings by a third with the VM's page allocation (client CPU 0.5 or 1.5 s for "
+                   "the same 256 MiB down; 0.59-0.91 s for the same 1,000 small files; gpstage's (d) down 3.03 s in one "
+                   "run of 3 and 3.65 s in the next), so 3 leave the median to chance; at least --reps")
     p.add_argument("--large-reps", type=int, default=None, metavar="N", help="repetitions on (e) huge on SeaweedFS "
                    "(default 7; 1 with --quick): it swings like (b); each repetition stores ~9 GiB on the local "
                    "server, deleted and vacuumed before the next; at least --reps")
@@ -215,11 +215,11 @@ def main(argv: list[str]) -> int:
 
 
 def case_reps(args: argparse.Namespace, server: str, dataset: str) -> int:
-    """Repetitions of one data set on one server (moto is slow; (g) is all start-up, (a)'s and (b)'s targets are
-    within a few per cent, and the large files swing with the VM's memory: those need more)."""
+    """Repetitions of one data set on one server (moto is slow; (g) is all start-up, (a)'s, (b)'s and (d)'s targets
+    are within a few per cent, and the large files swing with the VM's memory: those need more)."""
     if server == "moto":
         return args.moto_reps
-    return {"gpjob": args.gpjob_reps, "small": args.close_reps, "big": args.close_reps,
+    return {"gpjob": args.gpjob_reps, "small": args.close_reps, "big": args.close_reps, "gsea": args.close_reps,
             "huge": args.large_reps}.get(dataset, args.reps)
 
 
@@ -233,7 +233,7 @@ def render(meta: dict, args: argparse.Namespace, rows: list[report.Row], checks:
         f"command: `{meta['command']}`{quick}",
         f"machine: {m['cores']} cores ({m['cpu']}), {m['memory']} RAM, {m['os']}, Python {m['python']}",
         "versions: " + "; ".join(f"{k}: {v}" for k, v in meta["versions"].items()),
-        (f"repetitions: {args.reps} on SeaweedFS ({args.gpjob_reps} on (g) gpjob, {args.close_reps} on (a) and (b), "
+        (f"repetitions: {args.reps} on SeaweedFS ({args.gpjob_reps} on (g) gpjob, {args.close_reps} on (a), (b) and (d), "
          f"{args.large_reps} on (e)), "
          f"{args.moto_reps} on moto, fsspec "
          f"on (d) {min(args.fsspec_gsea_reps, args.reps)}; medians reported, peak RSS is the max; the tool order rotates "
