@@ -19,6 +19,21 @@ LAUNCHERS = PluginRegistry("gpstage.launchers", "launcher", {
 })
 
 
+# What a built-in launcher can start before the job is read (``gpstage run``): the local launcher's
+# dispatcher, which imports the entry's code meanwhile (docs/design.md §16). "module:function", no arguments.
+PRESTART = {"local": "launchers.local_queue:prestart"}
+
+
+def prestart(name: str | None = None) -> None:
+    """Start what launcher ``name`` needs before any job arrives, in the background, if it has anything."""
+    target = PRESTART.get(name or DEFAULT_LAUNCHER)
+    if target:
+        import importlib
+
+        module, function = target.split(":")
+        getattr(importlib.import_module(module), function)()
+
+
 def get_launcher(name: str | None = None, overrides: dict[str, Any] | None = None, store: Any = None) -> Any:
     """A launcher instance: ``[launchers.<name>]`` from the settings file, then ``overrides`` on top."""
     from gpstage.config import launcher_settings

@@ -22,16 +22,10 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from gpstage.errors import BadInput
 from gpstage.spec import JobSpec
+from gpstage.statedir import state_dir
 from gpstage.states import JobState, Reason
 
 RECORD_NAME = "record.json"
-
-
-def state_dir() -> Path:
-    if os.environ.get("GPSTAGE_STATE_DIR"):
-        return Path(os.environ["GPSTAGE_STATE_DIR"])
-    base = os.environ.get("XDG_STATE_HOME") or os.path.join(os.path.expanduser("~"), ".local", "state")
-    return Path(base) / "gpstage"
 
 
 def utcnow() -> datetime:

@@ -6,7 +6,8 @@ dispatcher claims a file by renaming it into ``claimed/`` (atomic: a cancel that
 and the dispatcher cannot both win), starts ``gpstage-entry`` in its own session with the job's
 environment — forked from the dispatcher, which imported the entry's code once (launchers/entry_fork.py)
 — keeps at most ``max_parallel`` entries running, and writes each exit code when it reaps the entry.
-A queued job costs a file, not an interpreter.
+A queued job costs a file, not an interpreter; a byte in the ``local-dispatcher.wake`` FIFO tells the
+dispatcher at once.
 
 It is started on demand by a submit or a status call that finds queued work and no dispatcher (an
 exclusive ``flock`` on ``ROOT/local-dispatcher.lock`` says one runs), and it exits when idle. Crash-safe:
@@ -23,6 +24,7 @@ import json
 import os
 import select
 import signal
+import stat
 import subprocess
 import sys
 import time
@@ -41,6 +43,7 @@ BACKEND_FILE = "backend.json"  # per job: the dispatcher's account of it
 ENV_FILE = "entry-env.json"  # per job: the submitter's environment without credentials
 CREDENTIALS_FILE = "credentials.json"  # per job, 0600: the submitter's credentials (docs/design.md §11)
 CANCEL_FILE = "cancel-requested"  # per job: written by a cancel before anything else; a queued job never starts
+WAKE_FIFO = "local-dispatcher.wake"  # a byte written here by a submit wakes the dispatcher before its next tick
 TICK_S = 0.05  # how often the dispatcher looks for new work and ended entries
 IDLE_EXIT_S = 2.0  # an idle dispatcher exits after this long
 ENTRY_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)  # held until the entry handles them
@@ -76,6 +79,36 @@ def enqueue(root: Path, job_id: str, max_parallel: int, entry_args: list[str]) -
     tmp = queue / f".{name}.tmp"
     tmp.write_text(json.dumps({"job_id": job_id, "max_parallel": max_parallel, "entry_args": entry_args}))
     os.replace(tmp, queue / name)
+    wake(root)
+
+
+def wake(root: Path) -> None:
+    """Tell a running dispatcher that a job was queued, so that it starts it now, not at its next tick.
+    Nothing happens when none runs (no reader: the open fails) or when it was woken already (the pipe is full)."""
+    try:
+        fd = os.open(root / WAKE_FIFO, os.O_WRONLY | os.O_NONBLOCK)
+    except OSError:
+        return
+    try:
+        os.write(fd, b"\0")
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def open_wake_fifo(root: Path) -> int | None:
+    """The dispatcher's end of ``WAKE_FIFO``, made if missing; None where a FIFO cannot be made (then ticks
+    alone). Opened read-write, so it never reads end-of-file between two submits."""
+    path = root / WAKE_FIFO
+    with contextlib.suppress(FileExistsError, OSError):
+        os.mkfifo(path, 0o600)
+    try:
+        if not stat.S_ISFIFO(os.stat(path).st_mode):
+            return None
+        return os.open(path, os.O_RDWR | os.O_NONBLOCK)
+    except OSError:
+        return None
 
 
 def queued_file(root: Path, job_id: str) -> Path | None:
@@ -97,6 +130,17 @@ def unqueue(root: Path, job_id: str) -> bool:
         return True
     except FileNotFoundError:
         return False
+
+
+def prestart() -> None:
+    """Start the state dir's dispatcher now, before the job is read: ``gpstage run`` calls this first, so
+    that the dispatcher imports the entry's code (~0.2 s) while the command imports and validates the
+    spec, on another core (docs/design.md §16). Unused, it exits when idle. A state dir that cannot be
+    written is reported by the submit that follows, not here."""
+    from gpstage.statedir import state_dir
+
+    with contextlib.suppress(OSError):
+        ensure_dispatcher(state_dir())
 
 
 def ensure_dispatcher(root: Path) -> None:
@@ -122,6 +166,7 @@ class Dispatcher:
     def __init__(self, root: Path) -> None:
         self.root = root
         self.queue = root / QUEUE_DIR
+        self.wake_fd = open_wake_fifo(root)
         self.children: dict[str, tuple[int, Path, int | None]] = {}  # job id -> (entry pid, claimed file, pidfd)
         self.limit = 1
 
@@ -144,13 +189,19 @@ class Dispatcher:
             self._pause()
 
     def _pause(self) -> None:
-        """A tick, cut short when an entry ends (its pidfd): its exit code is recorded at once, and a
-        ``wait`` on it returns without waiting for the next tick."""
+        """A tick, cut short when an entry ends (its pidfd: its exit code is recorded at once, and a
+        ``wait`` on it returns without waiting for the next tick) or when a submit wakes us (the FIFO)."""
         fds = [fd for _, _, fd in self.children.values() if fd is not None]
-        if fds:
-            select.select(fds, [], [], TICK_S)
-        else:
+        if self.wake_fd is not None:
+            fds.append(self.wake_fd)
+        if not fds:
             time.sleep(TICK_S)
+            return
+        ready, _, _ = select.select(fds, [], [], TICK_S)
+        if self.wake_fd in ready:
+            with contextlib.suppress(OSError):
+                while os.read(self.wake_fd, 4096):  # drained: each submit's byte has done its work
+                    pass
 
     def _waiting(self) -> list[Path]:
         return sorted(p for p in self.queue.glob("*.json"))

@@ -130,3 +130,28 @@ def test_sync_loads_neither_typer_nor_pydantic_nor_rich_nor_aiohttp(bucket: str,
                            str(tmp_path / "b"), str(tmp_path / "c")], capture_output=True, text=True, env=cli_env, timeout=120)
     assert proc.returncode == 0 and proc.stderr.strip().splitlines()[-1] == "[]", proc.stderr
     assert (tmp_path / "c/f").read_text() == "x"
+
+
+@pytest.mark.parametrize("args, started", [
+    (["run", "job.json"], [None]),
+    (["run", "job.json", "--detach", "--set", "max_parallel=2"], [None]),
+    (["run", "--launcher", "docker", "job.json"], ["docker"]),
+    (["run", "job.json", "-l", "slurm"], ["slurm"]),
+    (["run", "--launcher=batch", "job.json"], ["batch"]),
+    (["run", "-lslurm", "job.json"], ["slurm"]),
+    (["run", "--help"], []),
+    (["status", "job"], []),
+])
+def test_run_starts_its_launchers_background_part_before_anything_else(args: list[str], started: list,
+                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """`gpstage run` asks the named (or default) launcher to start what it runs in the background (the
+    local dispatcher) before typer and pydantic load, so that the two start-ups overlap; other commands
+    and --help start nothing."""
+    import gpstage.cli as cli
+    import gpstage.launching as launching
+
+    asked: list = []
+    monkeypatch.setattr(launching, "prestart", asked.append)
+    monkeypatch.setattr("gpstage.cli.app.app", lambda args: None)
+    cli.main(args)
+    assert asked == started

@@ -180,3 +180,30 @@ def test_a_job_cancelled_after_its_claim_is_not_started(tmp_path: Path) -> None:
     assert dispatcher._start(claimed) is False
     assert read_backend(job_dir) == {"phase": "exited", "exit_code": 143}
     assert not claimed.exists() and not dispatcher.children and not (job_dir / "entry.log").exists()
+
+
+def test_a_submit_wakes_the_idle_dispatcher_at_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A job queued while the dispatcher sleeps is started when it is queued, not at the next look: the
+    submit writes a byte into the dispatcher's FIFO, which its pause waits on. With a 60 s tick here, only
+    the wake can end the pause. A submit with no dispatcher reading (no FIFO yet, or nobody has it open)
+    neither blocks nor fails."""
+    import select
+    import threading
+
+    import launchers.local_queue as lq
+
+    root = tmp_path / "state"
+    root.mkdir()
+    lq.enqueue(root, "before", 1, ["--spec", "/no/such/spec.json"])  # no FIFO at all
+    os.close(lq.Dispatcher(root).wake_fd)  # made, then nobody reads it
+    lq.enqueue(root, "unread", 1, ["--spec", "/no/such/spec.json"])
+    monkeypatch.setattr(lq, "TICK_S", 60.0)
+    dispatcher = lq.Dispatcher(root)
+    submit = threading.Timer(0.3, lq.enqueue, (root, "woken", 1, ["--spec", "/no/such/spec.json"]))
+    submit.start()
+    t0 = time.monotonic()
+    dispatcher._pause()
+    submit.join()
+    assert time.monotonic() - t0 < 30 and lq.queued_file(root, "woken")
+    assert not select.select([dispatcher.wake_fd], [], [], 0)[0]  # drained: the next pause sleeps again
+    assert lq.queued_file(root, "before") and lq.queued_file(root, "unread")

@@ -27,9 +27,10 @@ from gpstage.aio import run_sync
 from gpstage.errors import BadInput, GpstageError
 from gpstage.jobfiles import read_entry_status
 from gpstage.launching import get_launcher, launcher_for
-from gpstage.records import JobRecord, Owner, RecordStore, state_dir
+from gpstage.records import JobRecord, Owner, RecordStore
 from gpstage.spec import JobSpec
 from gpstage.stage import check_storage
+from gpstage.statedir import state_dir
 
 
 class UnknownTask(LookupError):

@@ -30,6 +30,8 @@ def main(argv: list[str] | None = None) -> None:
             atexit.register(gc.freeze)
             sync_main(args[1:])
         else:
+            if args[:1] == ["run"]:
+                _prestart(args[1:])
             from gpstage.cli.app import app
 
             app(args=args)
@@ -39,3 +41,23 @@ def main(argv: list[str] | None = None) -> None:
     except KeyboardInterrupt:
         print("gpstage: interrupted", file=sys.stderr)
         sys.exit(130)
+
+
+def _prestart(run_args: list[str]) -> None:
+    """``gpstage run``: start the launcher's background part (the local dispatcher) before typer and pydantic
+    load here, so that its own start-up overlaps this process's (docs/design.md §16). The launcher is the
+    one ``--launcher``/``-l`` names, else the default; with ``--help`` nothing starts. A run that then fails
+    on its arguments or its spec leaves a dispatcher that exits when idle, as after any job."""
+    if "--help" in run_args:
+        return
+    name = None
+    for i, arg in enumerate(run_args):
+        if arg in ("--launcher", "-l") and i + 1 < len(run_args):
+            name = run_args[i + 1]
+        elif arg.startswith("--launcher="):
+            name = arg.split("=", 1)[1]
+        elif arg.startswith("-l") and len(arg) > 2:
+            name = arg[2:]
+    from gpstage.launching import prestart
+
+    prestart(name)

@@ -15,6 +15,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from gpstage.statedir import state_dir
+
 BLOCK = 2**20
 SQLITE_TIMEOUT_S = 10  # how long a statement waits for another process's write
 SETUP_ATTEMPTS = 50
@@ -43,8 +45,6 @@ class HashIndex:
 
     def __init__(self, path: Path | None = None) -> None:
         if path is None:
-            from gpstage.records import state_dir  # here: gpstage.records brings pydantic, which a plain import need not
-
             path = state_dir() / "input-hashes.sqlite"
         self.path = path
         self._lock = threading.Lock()
