@@ -101,7 +101,7 @@ def open_wake_fifo(root: Path) -> int | None:
     """The dispatcher's end of ``WAKE_FIFO``, made if missing; None where a FIFO cannot be made (then ticks
     alone). Opened read-write, so it never reads end-of-file between two submits."""
     path = root / WAKE_FIFO
-    with contextlib.suppress(FileExistsError, OSError):
+    with contextlib.suppress(OSError):  # made by an earlier dispatcher, or not possible here
         os.mkfifo(path, 0o600)
     try:
         if not stat.S_ISFIFO(os.stat(path).st_mode):
