@@ -207,3 +207,4 @@ def test_a_submit_wakes_the_idle_dispatcher_at_once(tmp_path: Path, monkeypatch:
     assert time.monotonic() - t0 < 30 and lq.queued_file(root, "woken")
     assert not select.select([dispatcher.wake_fd], [], [], 0)[0]  # drained: the next pause sleeps again
     assert lq.queued_file(root, "before") and lq.queued_file(root, "unread")
+    os.close(dispatcher.wake_fd)
